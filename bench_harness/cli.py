@@ -1,0 +1,142 @@
+"""The ``bench`` command line: run the grid, list plugins, print the leaderboard, describe the machine.
+
+Every option of ``bench run`` maps one-to-one onto a field of :class:`bench_harness.config.RunConfig`,
+whose defaults are the seed protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+import bench_harness
+from bench_harness.config import RunConfig
+from bench_harness.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark neural-network pruning criteria on equal terms.",
+)
+
+DEFAULTS = RunConfig()
+SEED_PROTOCOL_DATASETS = ("mnist", "cifar10")
+PROTOCOL_SEEDS = 5
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a UserError into one sentence on stderr and exit code 2: no traceback for a user mistake."""
+    try:
+        yield
+    except UserError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def run(
+    all_pruners: bool = typer.Option(False, "--all", help="Every registered pruner, on mnist and cifar10 unless --dataset is given."),
+    pruner: Optional[List[str]] = typer.Option(None, "--pruner", "-p", help="A pruner to run (repeatable)."),
+    dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="A dataset (repeatable)."),
+    model: str = typer.Option(DEFAULTS.model, help="Model name; default: each dataset's own model."),
+    seeds: int = typer.Option(PROTOCOL_SEEDS, help="Repeat each run with seeds 0..N-1."),
+    epochs: int = typer.Option(DEFAULTS.epochs, help="Training epochs per run."),
+    prune_every: int = typer.Option(DEFAULTS.prune_every, help="Prune after every N-th epoch (never after the last)."),
+    prune_rate: float = typer.Option(DEFAULTS.prune_rate, help="Fraction of still-alive elements removed per event."),
+    target_sparsity: Optional[float] = typer.Option(DEFAULTS.target_sparsity, help="Final fraction pruned; overrides --prune-rate."),
+    granularity: str = typer.Option(DEFAULTS.granularity, help="connections | neurons"),
+    scope: str = typer.Option(DEFAULTS.scope, help="layer (same fraction per layer) | global (one ranking)"),
+    lr: float = typer.Option(DEFAULTS.lr, help="Adam learning rate."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, help="Training batch size."),
+    val_size: Optional[int] = typer.Option(DEFAULTS.val_size, help="Training images held out for validation [default: 5000, or a tenth of a smaller training set]."),
+    device: str = typer.Option(DEFAULTS.device, help="auto | cpu | cuda"),
+    data_dir: Optional[Path] = typer.Option(None, help="A folder that already holds the dataset files (no download)."),
+    results: Path = typer.Option(Path("results"), help="Where run records are written."),
+    force: bool = typer.Option(False, help="Redo runs that are already complete."),
+) -> None:
+    """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""
+    from bench_harness.plugins import registries
+    from bench_harness.progress import GridProgress
+    from bench_harness.runner import plan_runs, run_grid
+    from bench_harness.store import ResultsStore
+
+    with user_errors():
+        found = registries()
+        pruners = found.pruners.names() if all_pruners else list(pruner or [])
+        datasets = list(dataset or (SEED_PROTOCOL_DATASETS if all_pruners else []))
+        if not datasets:
+            raise UserError("Name a dataset with --dataset NAME (see `bench list`), or use --all for mnist and cifar10.")
+        base = RunConfig(
+            model=model, epochs=epochs, batch_size=batch_size, lr=lr, prune_every=prune_every, prune_rate=prune_rate,
+            target_sparsity=target_sparsity, granularity=granularity, scope=scope, val_size=val_size, device=device,
+        )
+        configs = plan_runs(base, pruners, datasets, seeds, found, skip_unsupported=all_pruners)
+        if data_dir is not None and not data_dir.is_dir():
+            raise UserError(f"--data-dir {data_dir} is not a folder; point it at the folder that holds the dataset files.")
+        store = ResultsStore(results)
+        with GridProgress(len(configs), configs[0].epochs) as progress:
+            summary = run_grid(
+                configs, found, store, data_dir, force,
+                on_run_start=progress.run_started, on_epoch=progress.epoch_done, on_run_end=progress.run_finished,
+            )
+    typer.echo(
+        f"{summary.completed} run(s) completed, {summary.skipped} already complete and skipped, "
+        f"{len(summary.failed)} failed; records in {store.runs_dir}."
+    )
+    for failure in summary.failed:
+        typer.echo(f"FAILED {failure}", err=True)
+    if summary.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command(name="list")
+def list_plugins() -> None:
+    """Every registered pruner, dataset and model, with where it came from."""
+    from bench_harness.listing import plugin_tables
+
+    with user_errors():
+        typer.echo(plugin_tables())
+
+
+@app.command()
+def leaderboard(
+    results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
+    format: str = typer.Option("markdown", "--format", "-f", help="markdown | github | csv | json | latex | html"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table to this file instead of printing it."),
+) -> None:
+    """One table per dataset and protocol, one row per pruner, mean ± std over seeds."""
+    from bench_harness.leaderboard import FORMATS, build_leaderboards, render
+    from bench_harness.store import ResultsStore, write_text_atomically
+
+    with user_errors():
+        if format not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'.")
+        text = render(build_leaderboards(ResultsStore(results).records(), where=str(results)), format)
+        if output is None:
+            typer.echo(text)
+        else:
+            write_text_atomically(output, text)
+            typer.echo(f"Leaderboard written to {output}.", err=True)
+
+
+@app.command()
+def info() -> None:
+    """The device, driver, NVML availability and package versions this machine would run with."""
+    from bench_harness.listing import machine_report
+
+    typer.echo(machine_report())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The progress display of ``bench run``: which run, which epoch, the latest validation accuracy."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench_harness.config import RunConfig
+from bench_harness.engine import EpochReport
+
+
+class GridProgress:
+    """Two bars on stderr: runs of the grid, and epochs of the current run with its accuracy."""
+
+    def __init__(self, total_runs: int, epochs: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=Console(stderr=True),
+        )
+        self.runs = self.progress.add_task("runs", total=total_runs, status="")
+        self.epochs = self.progress.add_task("epochs", total=epochs, status="")
+
+    def __enter__(self) -> "GridProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.__exit__(*exc_info)
+
+    def run_started(self, index: int, config: RunConfig) -> None:
+        """A new run begins: name it and reset the epoch bar."""
+        label = f"{config.dataset}/{config.model} {config.pruner} seed {config.seed}"
+        self.progress.update(self.runs, status=label)
+        self.progress.reset(self.epochs, total=config.epochs, status="")
+
+    def epoch_done(self, report: EpochReport) -> None:
+        """One epoch finished: advance and show loss, validation accuracy and sparsity."""
+        accuracy = "-" if report.val_accuracy is None else f"{100 * report.val_accuracy:.2f}%"
+        self.progress.update(
+            self.epochs, completed=report.epoch,
+            status=f"loss {report.train_loss:.4f} · val {accuracy} · sparsity {100 * report.sparsity:.1f}%",
+        )
+
+    def run_finished(self, index: int, config: RunConfig, record: dict | None) -> None:
+        """A run ended (record None = skipped as already complete)."""
+        self.progress.advance(self.runs)
+        if record is None:
+            self.progress.console.print(f"skip {config.run_id()} (already complete)")
+        elif record["status"] == "ok":
+            self.progress.console.print(f"done {config.run_id()}: test accuracy {100 * record['metrics']['test_accuracy']:.2f}%")
+        else:
+            self.progress.console.print(f"FAILED {config.run_id()}: {record['error']}")

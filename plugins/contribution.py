@@ -1,0 +1,80 @@
+"""``contribution``: our criterion, first version. An estimate, in loss units, of how much the
+training loss would rise if a connection or a whole neuron were removed.
+
+For one weight w with per-sample gradient second moment F (the diagonal of the empirical Fisher,
+standing in for the Hessian diagonal), the second-order estimate of removing it is ΔL ≈ ½·F·w²
+(Optimal Brain Damage with a Fisher diagonal). F is estimated during training from the minibatch
+gradients g of the steps since the last pruning event: with batch size B, E[g²] = μ² + σ²/B, so the
+per-sample second moment is  F = B·E[g²] − (B−1)·E[g]², which keeps the estimate in loss units
+whatever the batch size. The weight w is the current one at the event, i.e. the one actually removed.
+
+A neuron's removal deletes its incoming weights, its bias and its outgoing weights; its contribution
+is the sum of ½·F·w² over all of them (the diagonal approximation ignores their interactions).
+Because every score is an estimated loss increase, one ranking across layers (``--scope global``)
+compares like with like.
+"""
+
+import torch
+
+from bench_harness import hookimpl
+from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, StepView
+
+
+class ContributionPruner(Pruner):
+    """Estimated loss increase ½·F·w² per connection, summed over everything a neuron owns."""
+
+    name = "contribution"
+    description = "Ours (v1): estimated loss rise ½·F·w² from training-time Fisher, in loss units."
+
+    def __init__(self, context: PruningContext) -> None:
+        super().__init__(context)
+        self.batch_size = context.batch_size
+        self.grad_mean = {}
+        self.grad_square_mean = {}
+        for layer in self.layers:
+            for key, param in self._params(layer):
+                self.grad_mean[key] = RunningMean(param)
+                self.grad_square_mean[key] = RunningMean(param)
+
+    @staticmethod
+    def _params(layer: PrunableLayer):
+        yield f"{layer.name}.weight", layer.weight
+        if layer.bias is not None:
+            yield f"{layer.name}.bias", layer.bias
+
+    @torch.no_grad()
+    def observe(self, step: StepView) -> None:
+        """Accumulate E[g] and E[g²] per parameter element (two in-place adds)."""
+        for layer in self.layers:
+            for key, param in self._params(layer):
+                self.grad_mean[key].add_(param.grad)
+                self.grad_square_mean[key].add_(param.grad.square())
+
+    def _loss_increase(self, key: str, param: torch.Tensor) -> torch.Tensor:
+        batch = float(self.batch_size)
+        mean = self.grad_mean[key].mean()
+        fisher = (batch * self.grad_square_mean[key].mean() - (batch - 1.0) * mean.square()).clamp(min=0.0)
+        return 0.5 * fisher * param.detach().float().square()
+
+    def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
+        """½·F·w² per weight, or its sum over a unit's incoming weights, bias and outgoing weights."""
+        weight_term = self._loss_increase(f"{layer.name}.weight", layer.weight)
+        if granularity == "connections":
+            return weight_term
+        per_unit = layer.incoming_per_unit(weight_term)
+        if layer.bias is not None:
+            per_unit = per_unit + self._loss_increase(f"{layer.name}.bias", layer.bias)
+        if layer.next is not None:
+            per_unit = per_unit + layer.outgoing_per_unit(self._loss_increase(f"{layer.next.name}.weight", layer.next.weight))
+        return per_unit
+
+    def after_prune(self) -> None:
+        """Statistics restart after each event: the surviving network is a different function."""
+        for stat in (*self.grad_mean.values(), *self.grad_square_mean.values()):
+            stat.reset_()
+
+
+@hookimpl
+def register_pruners(register):
+    """Register our criterion."""
+    register(ContributionPruner)
