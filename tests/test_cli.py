@@ -1,0 +1,139 @@
+"""The researcher's path through the CLI, on synthetic data, on the CPU."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bench_harness import hookimpl
+from bench_harness.cli import app
+from bench_harness.plugins import register_plugin, unregister_plugin
+from bench_harness.pruner import Pruner
+
+runner = CliRunner()
+FAST = ["--dataset", "synthetic", "--epochs", "3", "--prune-every", "1", "--prune-rate", "0.3", "--device", "cpu"]
+
+
+def records(results):
+    return [json.loads(path.read_text()) for path in sorted((results / "runs").glob("*.json"))]
+
+
+def test_run_all_writes_one_complete_record_per_run_and_a_leaderboard(tmp_path):
+    result = runner.invoke(app, ["run", "--all", "--seeds", "2", *FAST, "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    found = records(tmp_path)
+    assert len(found) == 10
+    assert {r["pruner"] for r in found} == {"none", "magnitude", "random", "taylor", "contribution"}
+    for record in found:
+        assert record["status"] == "ok" and record["error"] is None
+        assert record["config"]["epochs"] == 3 and record["config_hash"]
+        metrics = record["metrics"]
+        for key in ("test_accuracy", "params_total", "params_nonzero", "sparsity", "train_seconds", "inference_seconds", "peak_memory_mb"):
+            assert key in metrics
+        assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
+        assert set(record["history"][0]) >= {"train_loss", "val_accuracy", "sparsity"}
+        assert set(record["telemetry"]) >= {"train", "inference"}
+        assert record["environment"]["torch"] and record["environment"]["bench_harness"]
+        expected_sparsity = 0.0 if record["pruner"] == "none" else 1 - 0.7**2
+        assert metrics["sparsity"] == pytest.approx(expected_sparsity, abs=0.002)
+        assert metrics["params_nonzero"] < metrics["params_total"] or record["pruner"] == "none"
+    dense = [r["metrics"]["test_accuracy"] for r in found if r["pruner"] == "none"]
+    assert min(dense) > 0.5  # synthetic data is learnable: the harness really trains
+
+    board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "markdown"])
+    assert board.exit_code == 0, board.output
+    for name in ("none", "magnitude", "random", "taylor", "contribution"):
+        assert f"| {name}" in board.output
+    output = tmp_path / "board.csv"
+    assert runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "csv", "--output", str(output)]).exit_code == 0
+    assert "magnitude" in output.read_text()
+
+
+def test_a_rerun_skips_complete_runs_and_force_redoes_them(tmp_path):
+    args = ["run", "--pruner", "magnitude", "--seeds", "1", *FAST, "--results", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    (path,) = (tmp_path / "runs").glob("*.json")
+    first = path.read_text()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 already complete" in again.output
+    assert path.read_text() == first
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0 and "1 run(s) completed" in forced.output
+    assert json.loads(path.read_text())["started_at"] >= json.loads(first)["started_at"]
+    changed = runner.invoke(app, [*args[:-2], "--lr", "0.002", "--results", str(tmp_path)])
+    assert "1 run(s) completed" in changed.output  # another config hash is another run
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+
+
+class ExplodingPruner(Pruner):
+    name = "exploding"
+    description = "Fails at its first pruning event (for tests)."
+
+    def score(self, layer, granularity):
+        raise RuntimeError("boom at the first event")
+
+
+class ExplodingPlugin:
+    __name__ = "exploding_plugin"
+
+    @hookimpl
+    def register_pruners(self, register):
+        register(ExplodingPruner)
+
+
+def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
+    register_plugin(ExplodingPlugin(), "exploding")
+    try:
+        result = runner.invoke(app, ["run", "--pruner", "exploding", "--pruner", "magnitude", "--seeds", "1", *FAST, "--results", str(tmp_path)])
+    finally:
+        unregister_plugin("exploding")
+    assert result.exit_code == 1
+    by_pruner = {r["pruner"]: r for r in records(tmp_path)}
+    assert by_pruner["exploding"]["status"] == "failed"
+    assert by_pruner["exploding"]["error"] == "RuntimeError: boom at the first event"
+    assert by_pruner["magnitude"]["status"] == "ok"
+    assert "1 failed" in result.output
+    board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path)])
+    assert "exploding" in board.output and "boom" in board.output  # reported, not averaged
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--pruner", "magnitde", "--dataset", "synthetic"], "Did you mean 'magnitude'"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--scope", "galaxy"], "--scope must be one of"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--prune-rate", "1.5"], "--prune-rate must be in"),
+        (["run", "--pruner", "magnitude"], "Name a dataset"),
+        (["leaderboard", "--results", "nowhere-at-all"], "No finished runs"),
+        (["leaderboard", "--format", "docx"], "--format must be one of"),
+    ],
+)
+def test_user_mistakes_get_one_sentence_and_exit_code_2(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_offline_without_files_says_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_HARNESS_DATA", str(tmp_path / "cache"))
+    import bench_harness.data as data
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data, "_download_hook", offline, raising=False)
+    result = runner.invoke(app, ["run", "--pruner", "none", "--dataset", "mnist", "--epochs", "1", "--device", "cpu", "--results", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert str(tmp_path / "cache") in result.output.replace("\n", "")
+
+
+def test_same_seed_same_result(tmp_path):
+    for folder in ("a", "b"):
+        assert runner.invoke(app, ["run", "--pruner", "random", "--pruner", "contribution", "--seeds", "1", *FAST, "--results", str(tmp_path / folder)]).exit_code == 0
+    first, second = records(tmp_path / "a"), records(tmp_path / "b")
+    for one, two in zip(first, second):
+        assert one["metrics"]["test_accuracy"] == two["metrics"]["test_accuracy"]
+        assert [h["train_loss"] for h in one["history"]] == [h["train_loss"] for h in two["history"]]
+        assert one["metrics"]["params_nonzero"] == two["metrics"]["params_nonzero"]

@@ -1,0 +1,137 @@
+"""Each built-in pruner scores what its definition says."""
+
+import pytest
+import torch
+from torch import nn
+
+from bench_harness.masks import MaskSet
+from bench_harness.models import build_fcnn
+from bench_harness.plugins import registries
+from bench_harness.pruner import PruningContext, StepView, find_prunable_layers
+
+
+def setup(pruner_name, granularity="connections", seed=0, batch_size=16):
+    torch.manual_seed(seed)
+    model = build_fcnn((1, 6, 6), 4, hidden=(10, 8))
+    layers = find_prunable_layers(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    context = PruningContext(model, layers, optimizer, seed, torch.device("cpu"), granularity, batch_size)
+    pruner = registries().pruners.get(pruner_name)(context)
+    return model, layers, optimizer, pruner
+
+
+def train_steps(model, optimizer, pruner, steps=5, batch_size=16, keep_grads=None):
+    generator = torch.Generator().manual_seed(123)
+    for _ in range(steps):
+        inputs = torch.randn(batch_size, 1, 6, 6, generator=generator)
+        labels = torch.randint(0, 4, (batch_size,), generator=generator)
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(inputs), labels)
+        loss.backward()
+        if keep_grads is not None:
+            keep_grads.append({name: p.grad.clone() for name, p in model.named_parameters()} | {
+                f"value:{name}": p.detach().clone() for name, p in model.named_parameters()})
+        pruner.observe(StepView(loss.detach(), batch_size))
+        optimizer.step()
+
+
+def test_magnitude_removes_the_smallest_weights():
+    model, layers, _, pruner = setup("magnitude")
+    masks = MaskSet(layers)
+    scores = {layer.name: pruner.score(layer, "connections") for layer in layers}
+    masks.prune(scores, 0.3, "layer", "connections")
+    for layer in layers:
+        pruned = masks.weight[layer.name] == 0
+        assert layer.weight.abs()[pruned].max() <= layer.weight.abs()[~pruned].min()
+
+
+def test_neurons_whose_weights_were_zeroed_by_hand_go_first():
+    for name in ("magnitude", "contribution", "taylor"):
+        model, layers, optimizer, pruner = setup(name, "neurons")
+        with torch.no_grad():
+            layers[0].weight[[2, 7]] = 0.0
+            layers[0].bias[[2, 7]] = 0.0
+            layers[1].weight[:, [2, 7]] = 0.0
+        # The observed step sees the zeroed units (what taylor accumulates); its update revives them a
+        # little, so they are zeroed again before scoring (what magnitude and contribution read).
+        train_steps(model, optimizer, pruner, steps=1)
+        with torch.no_grad():
+            layers[0].weight[[2, 7]] = 0.0
+            layers[0].bias[[2, 7]] = 0.0
+            layers[1].weight[:, [2, 7]] = 0.0
+        masks = MaskSet(layers)
+        scores = {layer.name: pruner.score(layer, "neurons") for layer in layers}
+        masks.prune(scores, 0.2, "layer", "neurons")  # two of ten units in the first layer
+        dead = (~masks.alive_units[layers[0].name]).nonzero().flatten().tolist()
+        assert dead == [2, 7], name
+
+
+def test_random_depends_on_the_seed_only():
+    _, layers, _, first = setup("random", seed=3)
+    _, _, _, again = setup("random", seed=3)
+    _, _, _, other = setup("random", seed=4)
+    a, b, c = (p.score(layers[0], "connections") for p in (first, again, other))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_taylor_is_the_mean_of_squared_gradient_times_weight():
+    model, layers, optimizer, pruner = setup("taylor")
+    steps = []
+    train_steps(model, optimizer, pruner, steps=4, keep_grads=steps)
+    name = layers[1].name
+    expected = torch.stack([(s[f"{name}.weight"] * s[f"value:{name}.weight"]).square() for s in steps]).mean(0)
+    torch.testing.assert_close(pruner.score(layers[1], "connections"), expected)
+    pruner.after_prune()
+    assert torch.count_nonzero(pruner.score(layers[1], "connections")) == 0
+
+
+def test_taylor_neuron_score_squares_the_summed_first_order_terms():
+    model, layers, optimizer, pruner = setup("taylor", "neurons")
+    steps = []
+    train_steps(model, optimizer, pruner, steps=3, keep_grads=steps)
+    name = layers[0].name
+    per_step = [
+        ((s[f"{name}.weight"] * s[f"value:{name}.weight"]).sum(1) + s[f"{name}.bias"] * s[f"value:{name}.bias"]).square()
+        for s in steps
+    ]
+    torch.testing.assert_close(pruner.score(layers[0], "neurons"), torch.stack(per_step).mean(0))
+
+
+def test_contribution_is_half_fisher_times_weight_squared_in_loss_units():
+    batch = 16
+    model, layers, optimizer, pruner = setup("contribution", batch_size=batch)
+    steps = []
+    train_steps(model, optimizer, pruner, steps=5, batch_size=batch, keep_grads=steps)
+    name = layers[1].name
+    grads = torch.stack([s[f"{name}.weight"] for s in steps])
+    fisher = (batch * grads.square().mean(0) - (batch - 1) * grads.mean(0).square()).clamp(min=0)
+    expected = 0.5 * fisher * layers[1].weight.detach().square()
+    torch.testing.assert_close(pruner.score(layers[1], "connections"), expected)
+
+
+def test_contribution_neuron_score_counts_incoming_bias_and_outgoing_weights():
+    model, layers, optimizer, pruner = setup("contribution", "neurons")
+    train_steps(model, optimizer, pruner, steps=3)
+    connections = {layer.name: pruner.score(layer, "connections") for layer in layers}
+    first, second = layers[0], layers[1]
+    bias_term = pruner._loss_increase(f"{first.name}.bias", first.bias)
+    expected = connections[first.name].sum(1) + bias_term + connections[second.name].sum(0)
+    torch.testing.assert_close(pruner.score(first, "neurons"), expected)
+
+
+def test_the_dense_reference_never_prunes():
+    pruner_class = registries().pruners.get("none")
+    assert pruner_class.prunes is False
+
+
+@pytest.mark.parametrize("name", ["magnitude", "random", "taylor", "contribution"])
+@pytest.mark.parametrize("granularity", ["connections", "neurons"])
+def test_every_builtin_scores_every_layer_with_the_right_shape(name, granularity):
+    model, layers, optimizer, pruner = setup(name, granularity)
+    train_steps(model, optimizer, pruner, steps=2)
+    for layer in layers:
+        score = pruner.score(layer, granularity)
+        expected = layer.weight.shape if granularity == "connections" else (layer.units,)
+        assert tuple(score.shape) == tuple(expected)
+        assert torch.isfinite(score).all()
