@@ -59,6 +59,8 @@ def run(
     data_dir: Optional[Path] = typer.Option(None, help="A folder that already holds the dataset files (no download)."),
     results: Path = typer.Option(Path("results"), help="Where run records are written."),
     force: bool = typer.Option(False, help="Redo runs that are already complete."),
+    save_models: bool = typer.Option(False, help="Save each trained model next to its record (compacted for neurons)."),
+    telemetry_period: float = typer.Option(DEFAULTS.telemetry_period, help="Seconds between NVML GPU telemetry samples."),
 ) -> None:
     """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""
     from bench_harness.plugins import registries
@@ -75,6 +77,7 @@ def run(
         base = RunConfig(
             model=model, epochs=epochs, batch_size=batch_size, lr=lr, prune_every=prune_every, prune_rate=prune_rate,
             target_sparsity=target_sparsity, granularity=granularity, scope=scope, val_size=val_size, device=device,
+            telemetry_period=telemetry_period,
         )
         configs = plan_runs(base, pruners, datasets, seeds, found, skip_unsupported=all_pruners)
         if data_dir is not None and not data_dir.is_dir():
@@ -82,7 +85,7 @@ def run(
         store = ResultsStore(results)
         with GridProgress(len(configs), configs[0].epochs) as progress:
             summary = run_grid(
-                configs, found, store, data_dir, force,
+                configs, found, store, data_dir, force, save_models,
                 on_run_start=progress.run_started, on_epoch=progress.epoch_done, on_run_end=progress.run_finished,
             )
     typer.echo(

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from bench_harness.errors import UserError
 from bench_harness.pruner import GRANULARITIES, SCOPES
 
-EXECUTION_FIELDS = frozenset({"device"})
+EXECUTION_FIELDS = frozenset({"device", "telemetry_period"})
 """Fields that choose where a run executes, not what it computes; left out of the config hash."""
 
 
@@ -53,6 +53,8 @@ class RunConfig:
     5,000 (MNIST's customary split), or a tenth of the training set when that is smaller."""
     augment: bool = False
     device: str = "auto"
+    telemetry_period: float = 0.1
+    """Seconds between NVML telemetry samples."""
 
     def validate(self) -> None:
         """Raise UserError with one sentence for the first setting that makes no sense."""
@@ -74,6 +76,8 @@ class RunConfig:
             raise UserError(f"--scope must be one of {', '.join(SCOPES)}, got '{self.scope}'.")
         if self.val_size is not None and self.val_size < 0:
             raise UserError(f"--val-size must not be negative, got {self.val_size}.")
+        if not self.telemetry_period > 0:
+            raise UserError(f"--telemetry-period must be positive, got {self.telemetry_period}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"--device must be auto, cpu or cuda, got '{self.device}'.")
 

@@ -22,6 +22,8 @@ from bench_harness.data import DataRequest, TrainValTest, default_cache_dir, loa
 from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, synchronise
 from bench_harness.errors import UserError
 from bench_harness.masks import MaskSet
+from bench_harness.measure import trained_model
+from bench_harness.measure.telemetry import TelemetrySampler
 from bench_harness.plugins import Registries
 from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.schedule import PruningSchedule
@@ -132,12 +134,18 @@ def _new_record(config: RunConfig, device: torch.device) -> dict:
     }
 
 
-def execute_run(config: RunConfig, registries: Registries, data: DataCache, on_epoch: Callable[[EpochReport], None] | None = None) -> dict:
+def execute_run(
+    config: RunConfig,
+    registries: Registries,
+    data: DataCache,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    save_models_to: Path | None = None,
+) -> dict:
     """Run one configuration to completion and return its record; failures become failed records."""
     device = data.device
     record = _new_record(config, device)
     try:
-        _train_and_measure(config, registries, data, record, on_epoch)
+        _train_and_measure(config, registries, data, record, on_epoch, save_models_to)
         record["status"] = "ok"
     except UserError:
         raise  # a mistake in the command (e.g. no data) fails every run alike: stop and say it once
@@ -149,15 +157,30 @@ def execute_run(config: RunConfig, registries: Registries, data: DataCache, on_e
     return record
 
 
-def _train_and_measure(config: RunConfig, registries: Registries, data: DataCache, record: dict, on_epoch) -> None:
+def _peak_memory_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _nvml_index(device: torch.device) -> int | None:
+    # NVML numbers GPUs as the driver does; with CUDA_VISIBLE_DEVICES set, CUDA's index may differ.
+    return (device.index or 0) if device.type == "cuda" else None
+
+
+def _train_and_measure(config: RunConfig, registries: Registries, data: DataCache, record: dict, on_epoch, save_models_to: Path | None) -> None:
     device = data.device
     train, val, test, splits = data.get(config.dataset, config.val_size)
+    input_shape = tuple(splits.train_images.shape[1:])
     dataset_spec = registries.datasets.get(config.dataset)
     model_spec = registries.models.get(config.model)
     pruner_class = registries.pruners.get(config.pruner)
 
     torch.manual_seed(config.seed)
-    model = model_spec.build(tuple(splits.train_images.shape[1:]), dataset_spec.num_classes).to(device)
+    model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
     layers = find_prunable_layers(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     masks = MaskSet(layers)
@@ -169,19 +192,27 @@ def _train_and_measure(config: RunConfig, registries: Registries, data: DataCach
         config.batch_size, config.seed, device, config.granularity, config.scope,
     )
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    outcome = trainer.fit(train, val, on_epoch)
-    peak_train_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    # Phase 1: training, with its own telemetry and peak-memory counter.
+    _reset_peak_memory(device)
+    with TelemetrySampler(_nvml_index(device), config.telemetry_period) as train_telemetry:
+        outcome = trainer.fit(train, val, on_epoch)
+    peak_train_mb = _peak_memory_mb(device)
 
-    synchronise(device)
-    started = time.perf_counter()
-    test_accuracy = trainer.evaluate(test)
-    synchronise(device)
-    inference_seconds = time.perf_counter() - started
+    # Phase 2: inference (the test set once, then latency and throughput), measured separately.
+    _reset_peak_memory(device)
+    compact_metrics: dict = {}
+    with TelemetrySampler(_nvml_index(device), config.telemetry_period) as inference_telemetry:
+        synchronise(device)
+        started = time.perf_counter()
+        test_accuracy = trainer.evaluate(test)
+        synchronise(device)
+        inference_seconds = time.perf_counter() - started
+        dense_speed = trained_model.speed(model, input_shape, device)
+        compact = None
+        if config.granularity == "neurons" and pruner_class.prunes:
+            compact, compact_metrics = trained_model.compaction(model, masks, input_shape, device, dense_speed)
+    peak_inference_mb = _peak_memory_mb(device)
 
-    params_total = sum(p.numel() for p in model.parameters())
-    params_nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
     record["history"] = [
         {"epoch": r.epoch, "train_loss": r.train_loss, "val_accuracy": r.val_accuracy, "sparsity": r.sparsity, "pruned": r.pruned}
         for r in outcome.history
@@ -193,15 +224,25 @@ def _train_and_measure(config: RunConfig, registries: Registries, data: DataCach
         "train_images": len(train),
         "val_images": len(val),
         "test_images": len(test),
-        "params_total": params_total,
-        "params_nonzero": params_nonzero,
+        **trained_model.size_and_work(model, masks, input_shape),
         "sparsity": masks.sparsity(),
         "alive_units": masks.alive_unit_counts(),
         "train_seconds": outcome.train_seconds,
         "prune_seconds": outcome.prune_seconds,
         "inference_seconds": inference_seconds,
+        **dense_speed,
         "peak_memory_mb": peak_train_mb,
+        "inference_peak_memory_mb": peak_inference_mb,
+        "train_energy_joules": train_telemetry.energy_joules,
+        "inference_energy_joules": inference_telemetry.energy_joules,
+        **compact_metrics,
     }
+    record["telemetry"] = {"train": train_telemetry.summary(), "inference": inference_telemetry.summary()}
+    if save_models_to is not None:
+        # Neuron pruning saves the physically smaller model; connection pruning the masked one.
+        path = save_models_to / f"{config.run_id()}.pt"
+        trained_model.save_model(compact if compact is not None else model, path)
+        record["model_file"] = str(path)
 
 
 @dataclass
@@ -219,6 +260,7 @@ def run_grid(
     store: ResultsStore,
     data_dir: Path | None,
     force: bool = False,
+    save_models: bool = False,
     on_run_start: Callable[[int, RunConfig], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_run_end: Callable[[int, RunConfig, dict | None], None] | None = None,
@@ -237,7 +279,7 @@ def run_grid(
             continue
         if on_run_start:
             on_run_start(index, config)
-        record = execute_run(config, registries, data, on_epoch)
+        record = execute_run(config, registries, data, on_epoch, store.models_dir if save_models else None)
         store.write(config, record)
         if record["status"] == "ok":
             summary.completed += 1

@@ -45,6 +45,7 @@ class ResultsStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
+        self.models_dir = self.root / "models"
 
     def path_for(self, config: RunConfig) -> Path:
         """Where the record of ``config`` lives."""

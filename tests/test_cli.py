@@ -117,12 +117,12 @@ def test_user_mistakes_get_one_sentence_and_exit_code_2(args, message):
 
 def test_offline_without_files_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_HARNESS_DATA", str(tmp_path / "cache"))
-    import bench_harness.data as data
+    import socket
 
-    def offline(*args, **kwargs):
-        raise OSError("[Errno -3] Temporary failure in name resolution")
+    def no_network(*args, **kwargs):  # torchvision's real download code runs and fails as it would offline
+        raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(data, "_download_hook", offline, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     result = runner.invoke(app, ["run", "--pruner", "none", "--dataset", "mnist", "--epochs", "1", "--device", "cpu", "--results", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -137,3 +137,20 @@ def test_same_seed_same_result(tmp_path):
         assert one["metrics"]["test_accuracy"] == two["metrics"]["test_accuracy"]
         assert [h["train_loss"] for h in one["history"]] == [h["train_loss"] for h in two["history"]]
         assert one["metrics"]["params_nonzero"] == two["metrics"]["params_nonzero"]
+
+
+def test_neuron_pruning_records_a_measured_compact_model_and_saves_it(tmp_path):
+    import torch
+
+    args = ["run", "--pruner", "magnitude", "--seeds", "1", *FAST, "--granularity", "neurons", "--save-models", "--results", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    (record,) = records(tmp_path)
+    metrics = record["metrics"]
+    assert metrics["compact_params"] == metrics["compact_params_from_masks"] < metrics["params_total"]
+    assert metrics["compact_flops"] == metrics["flops_effective"] < metrics["flops_dense"]
+    assert metrics["compact_speedup"] > 0 and metrics["latency_ms_batch1"] > 0 and metrics["throughput_batch_size"] == 1024
+    assert metrics["compression_ratio"] == pytest.approx(metrics["params_total"] / metrics["params_nonzero"])
+    assert metrics["train_energy_joules"] is None and record["telemetry"] == {"train": None, "inference": None}  # no GPU here
+    compact = torch.load(record["model_file"], weights_only=False)  # plain torch, no bench_harness class needed
+    assert sum(p.numel() for p in compact.parameters()) == metrics["compact_params"]
+    assert compact(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
