@@ -61,6 +61,8 @@ def run(
     force: bool = typer.Option(False, help="Redo runs that are already complete."),
     save_models: bool = typer.Option(False, help="Save each trained model next to its record (compacted for neurons)."),
     telemetry_period: float = typer.Option(DEFAULTS.telemetry_period, help="Seconds between NVML GPU telemetry samples."),
+    concurrency: Optional[int] = typer.Option(None, help="Runs trained at once on one device [default: 5 on a GPU, 1 on the CPU]."),
+    cuda_graphs: bool = typer.Option(True, help="Capture the training step as a CUDA graph on a GPU."),
 ) -> None:
     """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""
     from bench_harness.plugins import registries
@@ -87,6 +89,7 @@ def run(
             summary = run_grid(
                 configs, found, store, data_dir, force, save_models,
                 on_run_start=progress.run_started, on_epoch=progress.epoch_done, on_run_end=progress.run_finished,
+                concurrency=concurrency, use_cuda_graph=cuda_graphs,
             )
     typer.echo(
         f"{summary.completed} run(s) completed, {summary.skipped} already complete and skipped, "

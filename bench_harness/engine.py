@@ -9,7 +9,9 @@ host, which is what lets the GPU path capture it as a CUDA graph.
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -68,6 +70,8 @@ class TrainingOutcome:
     history: list[EpochReport] = field(default_factory=list)
     train_seconds: float = 0.0
     prune_seconds: float = 0.0
+    error: BaseException | None = None
+    """Why the run stopped early, if it did."""
 
 
 def synchronise(device: torch.device) -> None:
@@ -77,7 +81,12 @@ def synchronise(device: torch.device) -> None:
 
 
 class Trainer:
-    """Trains one model under one pruner and schedule on resident data."""
+    """Trains one model under one pruner and schedule on resident data.
+
+    An epoch is ``begin_epoch``, one ``advance`` per batch, ``end_epoch``; ``fit`` strings them
+    together for one run, and :func:`fit_together` interleaves several runs step by step so they
+    share one GPU while each stays exactly what it would be alone.
+    """
 
     def __init__(
         self,
@@ -93,6 +102,7 @@ class Trainer:
         device: torch.device,
         granularity: str,
         scope: str,
+        use_cuda_graph: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -113,15 +123,34 @@ class Trainer:
             self.activations = {}
             for layer in layers:
                 layer.module.register_forward_hook(self._keep_activation(layer.name))
+        # Each run works on its own CUDA stream (captured and replayed on that same stream, which is
+        # the combination that replays reliably), so several runs can overlap on one GPU.
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.graph: StepGraph | None = None
+        self.wants_graph = use_cuda_graph and device.type == "cuda" and pruner.capturable
+        self.engine = "cuda-graph" if self.wants_graph else "eager"
+        self.graph_error: str | None = None
+        self._data: ResidentSplit | None = None
+        self._order: torch.Tensor | None = None
+        self._loss_sum = torch.zeros((), device=device)
+        self._steps_done = 0
+        self._epoch_started = 0.0
 
     def _keep_activation(self, name: str) -> Callable:
         def hook(module, inputs, output):
             self.activations[name] = output
         return hook
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on a batch already on the device; returns the loss tensor (no sync)."""
-        self.optimizer.zero_grad(set_to_none=False)
+    def stream_context(self):
+        """Run the block on this run's stream (a no-op on the CPU)."""
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, masking, observation and optimizer step on a device batch; returns the loss.
+
+        Gradients are expected zeroed (or absent) on entry: the caller owns that, because a captured
+        graph and an eager step zero them differently.
+        """
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
         self.masks.apply_to_gradients()
@@ -131,60 +160,202 @@ class Trainer:
         self.masks.apply_to_weights()
         return loss.detach()
 
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One eager optimisation step on a batch already on the device (no host synchronisation)."""
+        self.optimizer.zero_grad(set_to_none=False)
+        return self.update(images, labels)
+
+    def steps_per_epoch(self, data: ResidentSplit) -> int:
+        """Batches per epoch; the last may be smaller (nothing is dropped, as with a DataLoader)."""
+        return -(-len(data) // self.batch_size)
+
+    def begin_epoch(self, data: ResidentSplit) -> None:
+        """Start an epoch: training mode, a fresh seeded permutation, counters at zero."""
+        with self.stream_context():
+            self.model.train()
+            synchronise(self.device)
+            self._epoch_started = time.perf_counter()
+            self._data = data
+            self._order = torch.randperm(len(data), generator=self.shuffle_generator, device=self.device)
+            self._loss_sum.zero_()
+            self._steps_done = 0
+            if self.graph is not None:
+                self.graph.load_epoch(self._order)
+
+    def advance(self) -> None:
+        """Train on the next batch of the epoch: a graph replay where possible, else an eager step."""
+        with self.stream_context():
+            data, index = self._data, self._steps_done
+            full_batches = len(data) // self.batch_size
+            if self.graph is not None and index < full_batches:
+                self.graph.replay()
+            else:
+                batch = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+                self._loss_sum += self.step(data.images[batch], data.labels[batch])
+                if self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches:
+                    self._capture(data, index + 1)
+            self._steps_done += 1
+
+    def _capture(self, data: ResidentSplit, next_step: int) -> None:
+        try:
+            self.graph = StepGraph(self, data, self._order, next_step, self._loss_sum)
+        except Exception as exc:  # noqa: BLE001 - an uncapturable step still trains, eagerly
+            self.graph, self.wants_graph, self.engine = None, False, "eager"
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"CUDA graph capture failed, training eagerly instead: {self.graph_error}")
+
+    def end_epoch(self) -> tuple[float, float]:
+        """Finish the epoch: (mean batch loss, seconds). The epoch's single host synchronisation."""
+        with self.stream_context():
+            mean_loss = float(self._loss_sum) / self._steps_done
+            synchronise(self.device)
+            return mean_loss, time.perf_counter() - self._epoch_started
+
     def train_epoch(self, data: ResidentSplit) -> tuple[float, float]:
         """One pass over the training split; returns (mean batch loss, seconds)."""
-        self.model.train()
-        synchronise(self.device)
-        started = time.perf_counter()
-        order = torch.randperm(len(data), generator=self.shuffle_generator, device=self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        batches = 0
-        for start in range(0, len(data), self.batch_size):
-            index = order[start : start + self.batch_size]
-            loss_sum += self.step(data.images[index], data.labels[index])
-            batches += 1
-        mean_loss = float(loss_sum) / batches  # the epoch's single host synchronisation
-        return mean_loss, time.perf_counter() - started
+        self.begin_epoch(data)
+        for _ in range(self.steps_per_epoch(data)):
+            self.advance()
+        return self.end_epoch()
 
     @torch.no_grad()
     def evaluate(self, data: ResidentSplit) -> float | None:
         """Accuracy (fraction) on a resident split; None for an empty split."""
         if len(data) == 0:
             return None
-        self.model.eval()
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for start in range(0, len(data), EVAL_BATCH_SIZE):
-            images = data.images[start : start + EVAL_BATCH_SIZE]
-            labels = data.labels[start : start + EVAL_BATCH_SIZE]
-            correct += (self.model(self.normaliser(images)).argmax(dim=1) == labels).sum()
-        return int(correct) / len(data)
+        with self.stream_context():
+            self.model.eval()
+            correct = torch.zeros((), dtype=torch.long, device=self.device)
+            for start in range(0, len(data), EVAL_BATCH_SIZE):
+                images = data.images[start : start + EVAL_BATCH_SIZE]
+                labels = data.labels[start : start + EVAL_BATCH_SIZE]
+                correct += (self.model(self.normaliser(images)).argmax(dim=1) == labels).sum()
+            return int(correct) / len(data)
 
     def prune_now(self) -> int:
-        """One pruning event: ask the pruner for scores, update the masks, enforce them everywhere."""
-        scores = {layer.name: self.pruner.score(layer, self.granularity) for layer in self.layers}
-        removed = self.masks.prune(scores, self.schedule.rate, self.scope, self.granularity)
-        self.masks.apply_to_weights()
-        self.masks.apply_to_optimizer_state(self.optimizer)
-        self.pruner.after_prune()
-        return removed
+        """One pruning event: ask the pruner for scores, update the masks, enforce them everywhere.
+
+        Everything is updated in place, so a captured step graph keeps working without re-capture.
+        """
+        with self.stream_context():
+            scores = {layer.name: self.pruner.score(layer, self.granularity) for layer in self.layers}
+            removed = self.masks.prune(scores, self.schedule.rate, self.scope, self.granularity)
+            self.masks.apply_to_weights()
+            self.masks.apply_to_optimizer_state(self.optimizer)
+            self.pruner.after_prune()
+            return removed
+
+    def finish_epoch(self, epoch: int, train_loss: float, seconds: float, val: ResidentSplit) -> EpochReport:
+        """After an epoch's training: prune if scheduled, validate, and report."""
+        report = EpochReport(epoch, train_loss, None, 0.0, train_seconds=seconds)
+        if self.schedule.prunes_after(epoch):
+            synchronise(self.device)
+            started = time.perf_counter()
+            report.pruned = self.prune_now()
+            synchronise(self.device)
+            report.prune_seconds = time.perf_counter() - started
+        report.val_accuracy = self.evaluate(val)
+        report.sparsity = self.masks.sparsity()
+        return report
 
     def fit(self, train: ResidentSplit, val: ResidentSplit, on_epoch: Callable[[EpochReport], None] | None = None) -> TrainingOutcome:
-        """Train for every epoch of the schedule, pruning after the scheduled epochs."""
-        outcome = TrainingOutcome()
-        for epoch in range(1, self.schedule.epochs + 1):
-            train_loss, seconds = self.train_epoch(train)
-            report = EpochReport(epoch, train_loss, None, 0.0, train_seconds=seconds)
-            if self.schedule.prunes_after(epoch):
-                synchronise(self.device)
-                started = time.perf_counter()
-                report.pruned = self.prune_now()
-                synchronise(self.device)
-                report.prune_seconds = time.perf_counter() - started
-            report.val_accuracy = self.evaluate(val)
-            report.sparsity = self.masks.sparsity()
-            outcome.history.append(report)
-            outcome.train_seconds += report.train_seconds
-            outcome.prune_seconds += report.prune_seconds
-            if on_epoch is not None:
-                on_epoch(report)
+        """Train for every epoch of the schedule, pruning after the scheduled epochs; raises on failure."""
+        outcome = fit_together([self], train, val, [on_epoch])[0]
+        if outcome.error is not None:
+            raise outcome.error
         return outcome
+
+
+def fit_together(
+    trainers: list[Trainer],
+    train: ResidentSplit,
+    val: ResidentSplit,
+    on_epoch: list[Callable[[EpochReport], None] | None] | None = None,
+) -> list[TrainingOutcome]:
+    """Train several runs at once, interleaved step by step, each on its own stream.
+
+    Runs share nothing but the read-only data: each has its own model, optimizer, masks, pruner,
+    shuffle generator and stream, so each computes exactly what it would alone. On a GPU the
+    interleaving keeps several small graphs in flight at once; on the CPU it is simply sequential
+    work in a different order. With several runs, each run's ``train_seconds`` is the wall-clock of
+    the whole group's epoch, since the runs share the device for all of it.
+
+    A run that raises is dropped from the group with its error in ``outcome.error``; the others go on.
+    """
+    callbacks = on_epoch or [None] * len(trainers)
+    outcomes = [TrainingOutcome() for _ in trainers]
+    active = list(range(len(trainers)))
+
+    def guarded(index: int, action: Callable[[], object]) -> object:
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - one failing run must not stop its neighbours
+            outcomes[index].error = exc
+            active.remove(index)
+            return None
+
+    steps = trainers[0].steps_per_epoch(train)
+    for epoch in range(1, trainers[0].schedule.epochs + 1):
+        started = time.perf_counter()
+        for index in list(active):
+            guarded(index, lambda: trainers[index].begin_epoch(train))
+        for _ in range(steps):
+            for index in list(active):
+                guarded(index, trainers[index].advance)
+        losses = {index: guarded(index, trainers[index].end_epoch) for index in list(active)}
+        group_seconds = time.perf_counter() - started
+        for index in list(active):
+            trainer = trainers[index]
+            report = guarded(index, lambda: trainer.finish_epoch(epoch, losses[index][0], group_seconds, val))
+            if report is None:
+                continue
+            outcomes[index].history.append(report)
+            outcomes[index].train_seconds += report.train_seconds
+            outcomes[index].prune_seconds += report.prune_seconds
+            if callbacks[index] is not None:
+                callbacks[index](report)
+        if not active:
+            break
+    return outcomes
+
+
+class StepGraph:
+    """The training step of one run, captured once as a CUDA graph and replayed for every full batch.
+
+    The graph reads the batch's indices from a static ``[steps, batch]`` buffer at a device-side
+    cursor that it advances itself, so a replay needs no host work at all. Masks, optimizer state and
+    the pruner's statistics are updated in place between replays, so pruning never forces a
+    re-capture. A graph holds raw pointers: this object and its trainer keep every tensor it touches
+    referenced for as long as it may be replayed.
+    """
+
+    WARMUP_STEPS = 3
+    """Eager steps before capture (real training steps: they initialise Adam's state and cuBLAS)."""
+
+    def __init__(self, trainer: Trainer, data: ResidentSplit, order: torch.Tensor, next_step: int, loss_sum: torch.Tensor) -> None:
+        self.trainer = trainer
+        self.data = data
+        self.batch_size = trainer.batch_size
+        self.full_batches = len(data) // self.batch_size
+        self.order = torch.empty((self.full_batches, self.batch_size), dtype=torch.long, device=trainer.device)
+        self.cursor = torch.zeros((), dtype=torch.long, device=trainer.device)
+        self.loss_sum = loss_sum
+        self.load_epoch(order, start_step=next_step)
+        # Gradients must be born inside the capture, from the graph's private memory pool.
+        trainer.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=trainer.stream):
+            index = self.order.index_select(0, self.cursor.view(1)).view(-1)
+            loss = trainer.update(data.images.index_select(0, index), data.labels.index_select(0, index))
+            self.loss_sum.add_(loss)
+            self.cursor.add_(1)
+        # Capture records without executing: the first replay performs step `next_step` for real.
+
+    def load_epoch(self, order: torch.Tensor, start_step: int = 0) -> None:
+        """Point the graph at an epoch's permutation (full batches only) and a starting step."""
+        self.order.copy_(order[: self.full_batches * self.batch_size].view(self.full_batches, self.batch_size))
+        self.cursor.fill_(start_step)
+
+    def replay(self) -> None:
+        """One training step."""
+        self.graph.replay()

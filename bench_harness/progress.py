@@ -27,9 +27,11 @@ class GridProgress:
     def __exit__(self, *exc_info) -> None:
         self.progress.__exit__(*exc_info)
 
-    def run_started(self, index: int, config: RunConfig) -> None:
-        """A new run begins: name it and reset the epoch bar."""
+    def run_started(self, index: int, config: RunConfig, together: int = 1) -> None:
+        """A new run (or group of runs trained together) begins: name it and reset the epoch bar."""
         label = f"{config.dataset}/{config.model} {config.pruner} seed {config.seed}"
+        if together > 1:
+            label += f" (+{together - 1} more trained together)"
         self.progress.update(self.runs, status=label)
         self.progress.reset(self.epochs, total=config.epochs, status="")
 

@@ -19,7 +19,7 @@ import torch
 import bench_harness
 from bench_harness.config import RunConfig, resolve_val_size
 from bench_harness.data import DataRequest, TrainValTest, default_cache_dir, load_dataset, split_validation
-from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, synchronise
+from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, TrainingOutcome, fit_together, synchronise
 from bench_harness.errors import UserError
 from bench_harness.masks import MaskSet
 from bench_harness.measure import trained_model
@@ -134,27 +134,56 @@ def _new_record(config: RunConfig, device: torch.device) -> dict:
     }
 
 
-def execute_run(
-    config: RunConfig,
-    registries: Registries,
-    data: DataCache,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    save_models_to: Path | None = None,
-) -> dict:
-    """Run one configuration to completion and return its record; failures become failed records."""
-    device = data.device
-    record = _new_record(config, device)
-    try:
-        _train_and_measure(config, registries, data, record, on_epoch, save_models_to)
-        record["status"] = "ok"
-    except UserError:
-        raise  # a mistake in the command (e.g. no data) fails every run alike: stop and say it once
-    except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the others go on
-        record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc()
+def default_concurrency(device: torch.device) -> int:
+    """Runs trained at once: five on a GPU (PROTOCOL.md §3: five interleaved graphs keep an H100 busy
+    at a small fraction of its memory), one on the CPU, where interleaving gains nothing."""
+    return 5 if device.type == "cuda" else 1
+
+
+def _failed(record: dict, exc: BaseException) -> dict:
+    record["status"] = "failed"
+    record["error"] = f"{type(exc).__name__}: {exc}"
+    record["traceback"] = "".join(traceback.format_exception(exc))
     record["finished_at"] = _now()
     return record
+
+
+@dataclass
+class PreparedRun:
+    """One run, built and ready to train: its model, optimizer, masks, pruner and trainer."""
+
+    config: RunConfig
+    record: dict
+    trainer: Trainer
+    input_shape: tuple[int, int, int]
+    prunes: bool
+
+
+def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_cuda_graph: bool) -> PreparedRun:
+    """Build everything a run needs, seeded so the same config always starts from the same point."""
+    device = data.device
+    record = _new_record(config, device)
+    _, _, _, splits = data.get(config.dataset, config.val_size)
+    input_shape = tuple(splits.train_images.shape[1:])
+    dataset_spec = registries.datasets.get(config.dataset)
+    model_spec = registries.models.get(config.model)
+    pruner_class = registries.pruners.get(config.pruner)
+
+    torch.manual_seed(config.seed)
+    model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
+    layers = find_prunable_layers(model)
+    # Adam keeps its step count on the device when capturable, which a CUDA graph requires.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=device.type == "cuda")
+    masks = MaskSet(layers)
+    context = PruningContext(model, layers, optimizer, config.seed, device, config.granularity, config.batch_size)
+    pruner = pruner_class(context)
+    schedule = PruningSchedule.build(config.epochs, config.prune_every, config.prune_rate, config.target_sparsity, pruner_class.prunes)
+    trainer = Trainer(
+        model, optimizer, layers, masks, pruner, schedule, Normaliser(splits.mean, splits.std, device),
+        config.batch_size, config.seed, device, config.granularity, config.scope, use_cuda_graph=use_cuda_graph,
+    )
+    record["schedule"] = {"event_epochs": list(schedule.event_epochs), "rate": schedule.rate}
+    return PreparedRun(config, record, trainer, input_shape, pruner_class.prunes)
 
 
 def _peak_memory_mb(device: torch.device) -> float | None:
@@ -171,78 +200,118 @@ def _nvml_index(device: torch.device) -> int | None:
     return (device.index or 0) if device.type == "cuda" else None
 
 
-def _train_and_measure(config: RunConfig, registries: Registries, data: DataCache, record: dict, on_epoch, save_models_to: Path | None) -> None:
-    device = data.device
-    train, val, test, splits = data.get(config.dataset, config.val_size)
-    input_shape = tuple(splits.train_images.shape[1:])
-    dataset_spec = registries.datasets.get(config.dataset)
-    model_spec = registries.models.get(config.model)
-    pruner_class = registries.pruners.get(config.pruner)
-
-    torch.manual_seed(config.seed)
-    model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
-    layers = find_prunable_layers(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    masks = MaskSet(layers)
-    context = PruningContext(model, layers, optimizer, config.seed, device, config.granularity, config.batch_size)
-    pruner = pruner_class(context)
-    schedule = PruningSchedule.build(config.epochs, config.prune_every, config.prune_rate, config.target_sparsity, pruner_class.prunes)
-    trainer = Trainer(
-        model, optimizer, layers, masks, pruner, schedule, Normaliser(splits.mean, splits.std, device),
-        config.batch_size, config.seed, device, config.granularity, config.scope,
-    )
-
-    # Phase 1: training, with its own telemetry and peak-memory counter.
+def measure_run(run: PreparedRun, outcome: TrainingOutcome, test: ResidentSplit, save_models_to: Path | None) -> None:
+    """Inference-phase measurements of one trained run, written into its record."""
+    trainer, config, record = run.trainer, run.config, run.record
+    model, masks, device = trainer.model, trainer.masks, trainer.device
     _reset_peak_memory(device)
-    with TelemetrySampler(_nvml_index(device), config.telemetry_period) as train_telemetry:
-        outcome = trainer.fit(train, val, on_epoch)
-    peak_train_mb = _peak_memory_mb(device)
-
-    # Phase 2: inference (the test set once, then latency and throughput), measured separately.
-    _reset_peak_memory(device)
-    compact_metrics: dict = {}
+    compact, compact_metrics = None, {}
     with TelemetrySampler(_nvml_index(device), config.telemetry_period) as inference_telemetry:
         synchronise(device)
         started = time.perf_counter()
         test_accuracy = trainer.evaluate(test)
         synchronise(device)
         inference_seconds = time.perf_counter() - started
-        dense_speed = trained_model.speed(model, input_shape, device)
-        compact = None
-        if config.granularity == "neurons" and pruner_class.prunes:
-            compact, compact_metrics = trained_model.compaction(model, masks, input_shape, device, dense_speed)
-    peak_inference_mb = _peak_memory_mb(device)
-
+        dense_speed = trained_model.speed(model, run.input_shape, device)
+        if config.granularity == "neurons" and run.prunes:
+            compact, compact_metrics = trained_model.compaction(model, masks, run.input_shape, device, dense_speed)
     record["history"] = [
         {"epoch": r.epoch, "train_loss": r.train_loss, "val_accuracy": r.val_accuracy, "sparsity": r.sparsity, "pruned": r.pruned}
         for r in outcome.history
     ]
-    record["schedule"] = {"event_epochs": list(schedule.event_epochs), "rate": schedule.rate}
-    record["metrics"] = {
+    record["metrics"].update({
         "test_accuracy": test_accuracy,
         "val_accuracy": outcome.history[-1].val_accuracy,
-        "train_images": len(train),
-        "val_images": len(val),
-        "test_images": len(test),
-        **trained_model.size_and_work(model, masks, input_shape),
+        **trained_model.size_and_work(model, masks, run.input_shape),
         "sparsity": masks.sparsity(),
         "alive_units": masks.alive_unit_counts(),
         "train_seconds": outcome.train_seconds,
         "prune_seconds": outcome.prune_seconds,
         "inference_seconds": inference_seconds,
         **dense_speed,
-        "peak_memory_mb": peak_train_mb,
-        "inference_peak_memory_mb": peak_inference_mb,
-        "train_energy_joules": train_telemetry.energy_joules,
+        "inference_peak_memory_mb": _peak_memory_mb(device),
         "inference_energy_joules": inference_telemetry.energy_joules,
         **compact_metrics,
-    }
-    record["telemetry"] = {"train": train_telemetry.summary(), "inference": inference_telemetry.summary()}
+    })
+    record["telemetry"]["inference"] = inference_telemetry.summary()
     if save_models_to is not None:
         # Neuron pruning saves the physically smaller model; connection pruning the masked one.
         path = save_models_to / f"{config.run_id()}.pt"
         trained_model.save_model(compact if compact is not None else model, path)
         record["model_file"] = str(path)
+
+
+def execute_group(
+    configs: list[RunConfig],
+    registries: Registries,
+    data: DataCache,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    save_models_to: Path | None = None,
+    use_cuda_graph: bool = True,
+) -> list[dict]:
+    """Train runs that share a dataset together (interleaved on one device) and measure each.
+
+    Returns one record per config, in order; a run that fails at any stage gets a failed record and
+    the others go on. Training telemetry and peak memory describe the whole group, which shares the
+    device: ``concurrent_runs`` in each record says how many runs that was, and the training energy
+    is split evenly between them.
+    """
+    device = data.device
+    records: list[dict | None] = [None] * len(configs)
+    prepared: list[tuple[int, PreparedRun]] = []
+    for position, config in enumerate(configs):
+        try:
+            prepared.append((position, prepare_run(config, registries, data, use_cuda_graph)))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the others go on
+            records[position] = _failed(_new_record(config, device), exc)
+    if prepared:
+        train, val, test, _ = data.get(configs[0].dataset, configs[0].val_size)
+        callbacks = [on_epoch if index == 0 else None for index in range(len(prepared))]
+        _reset_peak_memory(device)
+        with TelemetrySampler(_nvml_index(device), configs[0].telemetry_period) as train_telemetry:
+            outcomes = fit_together([run.trainer for _, run in prepared], train, val, callbacks)
+        peak_train_mb = _peak_memory_mb(device)
+        energy = train_telemetry.energy_joules
+        for (position, run), outcome in zip(prepared, outcomes):
+            record = run.record
+            record["metrics"].update({
+                "train_images": len(train), "val_images": len(val), "test_images": len(test),
+                "concurrent_runs": len(prepared), "engine": run.trainer.engine, "graph_error": run.trainer.graph_error,
+                "peak_memory_mb": peak_train_mb,
+                "train_energy_joules": None if energy is None else energy / len(prepared),
+            })
+            summary = train_telemetry.summary()
+            record["telemetry"]["train"] = None if summary is None else {**summary, "concurrent_runs": len(prepared)}
+            try:
+                if outcome.error is not None:
+                    raise outcome.error
+                measure_run(run, outcome, test, save_models_to)
+                record["status"] = "ok"
+                record["finished_at"] = _now()
+            except Exception as exc:  # noqa: BLE001
+                _failed(record, exc)
+            records[position] = record
+    return records
+
+
+def execute_run(config: RunConfig, registries: Registries, data: DataCache, on_epoch=None, save_models_to: Path | None = None) -> dict:
+    """Run one configuration to completion and return its record; failures become failed records."""
+    return execute_group([config], registries, data, on_epoch, save_models_to)[0]
+
+
+def group_runs(configs: list[RunConfig], concurrency: int) -> list[list[RunConfig]]:
+    """Consecutive runs that can train together: same dataset, model and data schedule, at most N."""
+    groups: list[list[RunConfig]] = []
+    for config in configs:
+        key = (config.dataset, config.model, config.epochs, config.batch_size, config.val_size)
+        last = groups[-1] if groups else None
+        if last and len(last) < concurrency and (last[0].dataset, last[0].model, last[0].epochs, last[0].batch_size, last[0].val_size) == key:
+            last.append(config)
+        else:
+            groups.append([config])
+    return groups
 
 
 @dataclass
@@ -264,27 +333,35 @@ def run_grid(
     on_run_start: Callable[[int, RunConfig], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_run_end: Callable[[int, RunConfig, dict | None], None] | None = None,
+    concurrency: int | None = None,
+    use_cuda_graph: bool = True,
 ) -> GridSummary:
     """Execute every planned run, skipping complete ones unless ``force``; each record is stored at once."""
     summary = GridSummary(failed=[])
     if not configs:
         return summary
     device = resolve_device(configs[0].device)
+    if concurrency is not None and concurrency < 1:
+        raise UserError(f"--concurrency must be at least 1, got {concurrency}.")
     data = DataCache(registries, data_dir, device)
+    pending = []
     for index, config in enumerate(configs):
         if not force and store.is_complete(config):
             summary.skipped += 1
             if on_run_end:
                 on_run_end(index, config, None)
-            continue
-        if on_run_start:
-            on_run_start(index, config)
-        record = execute_run(config, registries, data, on_epoch, store.models_dir if save_models else None)
-        store.write(config, record)
-        if record["status"] == "ok":
-            summary.completed += 1
         else:
-            summary.failed.append(f"{config.run_id()}: {record['error']}")
-        if on_run_end:
-            on_run_end(index, config, record)
+            pending.append((index, config))
+    position = {id(config): index for index, config in pending}
+    for group in group_runs([config for _, config in pending], concurrency or default_concurrency(device)):
+        if on_run_start:
+            on_run_start(position[id(group[0])], group[0], len(group))
+        for config, record in zip(group, execute_group(group, registries, data, on_epoch, store.models_dir if save_models else None, use_cuda_graph)):
+            store.write(config, record)
+            if record["status"] == "ok":
+                summary.completed += 1
+            else:
+                summary.failed.append(f"{config.run_id()}: {record['error']}")
+            if on_run_end:
+                on_run_end(position[id(config)], config, record)
     return summary
