@@ -18,6 +18,12 @@ from bench_harness.config import RunConfig
 SCHEMA_VERSION = 1
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomically(path: Path, payload: dict) -> None:
     """Write ``payload`` as JSON to ``path`` so that readers see the old file or the new one, never half."""
     write_text_atomically(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
@@ -33,6 +39,8 @@ def write_text_atomically(path: Path, text: str) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; give it the permissions of a normal file.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
