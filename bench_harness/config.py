@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from bench_harness.errors import UserError
 from bench_harness.pruner import GRANULARITIES, SCOPES
@@ -51,7 +51,6 @@ class RunConfig:
     val_size: int | None = None
     """Training images held out for validation (a fixed split, the same for every seed); None means
     5,000 (MNIST's customary split), or a tenth of the training set when that is smaller."""
-    augment: bool = False
     device: str = "auto"
     telemetry_period: float = 0.1
     """Seconds between NVML telemetry samples."""
@@ -92,9 +91,27 @@ class RunConfig:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def config_hash(self) -> str:
-        """16 hex digits identifying what this run computes."""
+        """16 hex digits identifying what this run computes.
+
+        The payload is canonical: floats are floats (so 0 and 0.0 agree), and a rate that
+        ``target_sparsity`` overrides does not count.
+        """
         payload = {key: value for key, value in self.to_dict().items() if key not in EXECUTION_FIELDS}
+        for key in ("lr", "prune_rate", "target_sparsity"):
+            if payload[key] is not None:
+                payload[key] = float(payload[key])
+        if payload["target_sparsity"] is not None:
+            payload["prune_rate"] = None
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_dense_reference(self) -> "RunConfig":
+        """The same run with every pruning setting at its default: a pruner that never prunes
+        computes the same thing whatever they are, so all such runs share one config hash."""
+        defaults = RunConfig()
+        return replace(
+            self, granularity=defaults.granularity, scope=defaults.scope, prune_every=defaults.prune_every,
+            prune_rate=defaults.prune_rate, target_sparsity=defaults.target_sparsity,
+        )
 
     def run_id(self) -> str:
         """A readable, unique file stem: dataset, model, pruner, granularity, scope, seed, hash."""

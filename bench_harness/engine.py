@@ -10,6 +10,7 @@ host, which is what lets the GPU path capture it as a CUDA graph.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -208,6 +209,8 @@ class Trainer:
         """Finish the epoch: (mean batch loss, seconds). The epoch's single host synchronisation."""
         with self.stream_context():
             mean_loss = float(self._loss_sum) / self._steps_done
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(f"Training diverged: the mean training loss of the epoch is {mean_loss}.")
             synchronise(self.device)
             return mean_loss, time.perf_counter() - self._epoch_started
 

@@ -8,6 +8,7 @@ keeps seeing the current ones without being re-captured.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -16,7 +17,9 @@ from bench_harness.pruner import PrunableLayer
 
 def count_to_prune(fraction: float, alive: int) -> int:
     """How many of ``alive`` elements one event removes: ``fraction`` of them, rounded half up."""
-    return min(alive, int(math.floor(fraction * alive + 0.5)))
+    # The rate as written (0.7, not 0.69999...), so 0.7 x 45 = 31.5 rounds to 32 as the README says.
+    exact = Fraction(repr(float(fraction))) * alive
+    return min(alive, int(math.floor(exact + Fraction(1, 2))))
 
 
 class MaskSet:
@@ -145,19 +148,19 @@ def _select_lowest(
             )
         if bool(torch.isnan(score).any()):
             raise ValueError(f"Scores for layer {layer.name} contain NaN.")
-        # Already-pruned elements rank last so they are never chosen again.
-        ranked[layer.name] = torch.where(alive[layer.name], score, torch.full_like(score, float("inf")))
+        ranked[layer.name] = score
 
     chosen = {layer.name: torch.zeros_like(alive[layer.name]) for layer in layers}
     if scope == "layer":
         for layer in layers:
             count = count_to_prune(fraction, int(alive[layer.name].sum()))
-            _mark_lowest(ranked[layer.name].flatten(), count, chosen[layer.name].view(-1))
+            _mark_lowest(ranked[layer.name].flatten(), alive[layer.name].flatten(), count, chosen[layer.name].view(-1))
     elif scope == "global":
         flat = torch.cat([ranked[layer.name].flatten() for layer in layers])
-        count = count_to_prune(fraction, int(sum(int(alive[layer.name].sum()) for layer in layers)))
+        flat_alive = torch.cat([alive[layer.name].flatten() for layer in layers])
+        count = count_to_prune(fraction, int(flat_alive.sum()))
         marks = torch.zeros_like(flat, dtype=torch.bool)
-        _mark_lowest(flat, count, marks)
+        _mark_lowest(flat, flat_alive, count, marks)
         offset = 0
         for layer in layers:
             size = ranked[layer.name].numel()
@@ -168,9 +171,12 @@ def _select_lowest(
     return chosen
 
 
-def _mark_lowest(values: torch.Tensor, count: int, marks: torch.Tensor) -> None:
+def _mark_lowest(values: torch.Tensor, alive: torch.Tensor, count: int, marks: torch.Tensor) -> None:
+    """Mark the ``count`` lowest-valued alive positions; already-pruned ones are never candidates,
+    whatever their score (a pruner may score a weight +inf to mean "never prune")."""
     if count <= 0:
         return
+    candidates = alive.nonzero().flatten()
     # A stable sort makes ties break by position, so the same scores always prune the same elements.
-    order = torch.sort(values, stable=True).indices[:count]
-    marks[order] = True
+    order = torch.sort(values[candidates], stable=True).indices[:count]
+    marks[candidates[order]] = True

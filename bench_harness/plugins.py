@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pluggy
 
 from bench_harness import hookspecs
+from bench_harness.errors import UserError
 from bench_harness.pruner import validate_pruner_class
 from bench_harness.registry import Registry
 
@@ -137,11 +138,20 @@ def _fill(registry: Registry, hook_name: str, name_of: Callable[[Any], str], val
         source = info.source if info else impl.plugin_name
 
         def register(obj: Any, _source: str = source) -> None:
-            if validate is not None:
-                validate(obj)
+            try:
+                if validate is not None:
+                    validate(obj)
+                name = name_of(obj)
+                if not name or not isinstance(name, str):
+                    raise TypeError(f"{obj!r} has no name")
+            except (TypeError, AttributeError) as exc:
+                raise UserError(
+                    f"Plugin {_source} registered something unusable through {hook_name} ({exc}); "
+                    f"fix or uninstall it, or leave it out with {LOAD_ENV}."
+                ) from None
             if trace:
-                print(f"[bench-harness] {hook_name}: {name_of(obj)} from {_source}", file=sys.stderr)
-            registry.add(name_of(obj), obj, _source)
+                print(f"[bench-harness] {hook_name}: {name} from {_source}", file=sys.stderr)
+            registry.add(name, obj, _source)
 
         kwargs = {"register": register}
         impl.function(**{arg: kwargs[arg] for arg in impl.argnames})

@@ -163,8 +163,8 @@ class RunningMean:
         self.total = torch.zeros_like(like, dtype=torch.float32)
         self.count = torch.zeros((), dtype=torch.float32, device=like.device)
 
-    def add_(self, value: torch.Tensor) -> None:
-        """Add one step's value (same shape as ``like``)."""
+    def add_(self, value: torch.Tensor | float) -> None:
+        """Add one step's value (same shape as ``like``, or a number)."""
         self.total.add_(value)
         self.count.add_(1.0)
 
@@ -191,9 +191,9 @@ def describe_pruner(pruner_class: type[Pruner]) -> dict[str, Any]:
 def validate_pruner_class(pruner_class: Any) -> None:
     """Refuse a registered object that cannot work as a pruner, with a sentence the author can act on."""
     if not (isinstance(pruner_class, type) and issubclass(pruner_class, Pruner)):
-        raise TypeError(f"register_pruners got {pruner_class!r}; register a subclass of bench_harness.pruner.Pruner.")
+        raise TypeError(f"register_pruners got {pruner_class!r}, not a subclass of bench_harness.pruner.Pruner")
     unknown = set(pruner_class.granularities) - set(GRANULARITIES)
     if unknown:
-        raise TypeError(f"Pruner '{pruner_class.name}' declares unknown granularities {sorted(unknown)}.")
+        raise TypeError(f"pruner '{pruner_class.name}' declares unknown granularities {sorted(unknown)}")
 
 

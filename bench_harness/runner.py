@@ -59,8 +59,17 @@ def plan_runs(base: RunConfig, pruners: list[str], datasets: list[str], seeds: i
                 raise UserError(
                     f"Pruner '{pruner_name}' supports {', '.join(pruner_class.granularities)} only, not --granularity {base.granularity}."
                 )
-            for seed in range(seeds):
-                planned.append(replace(base, pruner=pruner_name, dataset=dataset, model=model, seed=seed))
+            config = replace(base, pruner=pruner_name, dataset=dataset, model=model)
+            if not pruner_class.prunes:
+                config = config.as_dense_reference()
+            elif not PruningSchedule.build(config.epochs, config.prune_every, config.prune_rate, config.target_sparsity).event_epochs:
+                raise UserError(
+                    f"--prune-every {config.prune_every} with --epochs {config.epochs} leaves no pruning event "
+                    f"(events follow every N-th epoch, never the last); lower --prune-every or raise --epochs."
+                )
+            planned.extend(replace(config, seed=seed) for seed in range(seeds))
+    if not planned:
+        raise UserError(f"No registered pruner supports --granularity {base.granularity}; see `bench list`.")
     return planned
 
 
@@ -357,7 +366,11 @@ def run_grid(
         if on_run_start:
             on_run_start(position[id(group[0])], group[0], len(group))
         for config, record in zip(group, execute_group(group, registries, data, on_epoch, store.models_dir if save_models else None, use_cuda_graph)):
-            store.write(config, record)
+            try:
+                store.write(config, record)
+            except ValueError as exc:  # e.g. a non-finite number a plugin put in the record
+                store.write(config, _failed(_new_record(config, data.device), exc))
+                record = store.read(store.path_for(config))
             if record["status"] == "ok":
                 summary.completed += 1
             else:

@@ -5,8 +5,8 @@ For one weight w with per-sample gradient second moment F (the diagonal of the e
 standing in for the Hessian diagonal), the second-order estimate of removing it is ΔL ≈ ½·F·w²
 (Optimal Brain Damage with a Fisher diagonal). F is estimated during training from the minibatch
 gradients g of the steps since the last pruning event: with batch size B, E[g²] = μ² + σ²/B, so the
-per-sample second moment is  F = B·E[g²] − (B−1)·E[g]², which keeps the estimate in loss units
-whatever the batch size. The weight w is the current one at the event, i.e. the one actually removed.
+per-sample second moment is  F = E[B·g²] − (E[B]−1)·E[g]², which keeps the estimate in loss units
+whatever the batch size (B is each step's own size: an epoch's last batch may be smaller). The weight w is the current one at the event, i.e. the one actually removed.
 
 A neuron's removal deletes its incoming weights, its bias and its outgoing weights; its contribution
 is the sum of ½·F·w² over all of them (the diagonal approximation ignores their interactions).
@@ -28,7 +28,7 @@ class ContributionPruner(Pruner):
 
     def __init__(self, context: PruningContext) -> None:
         super().__init__(context)
-        self.batch_size = context.batch_size
+        self.batch_size = RunningMean(torch.empty((), device=context.device))
         self.grad_mean = {}
         self.grad_square_mean = {}
         for layer in self.layers:
@@ -44,16 +44,17 @@ class ContributionPruner(Pruner):
 
     @torch.no_grad()
     def observe(self, step: StepView) -> None:
-        """Accumulate E[g] and E[g²] per parameter element (two in-place adds)."""
+        """Accumulate E[g] and E[B·g²] per parameter element (in-place adds only)."""
+        self.batch_size.add_(float(step.batch_size))
         for layer in self.layers:
             for key, param in self._params(layer):
                 self.grad_mean[key].add_(param.grad)
-                self.grad_square_mean[key].add_(param.grad.square())
+                self.grad_square_mean[key].add_(param.grad.square().mul_(step.batch_size))
 
     def _loss_increase(self, key: str, param: torch.Tensor) -> torch.Tensor:
-        batch = float(self.batch_size)
+        batch = self.batch_size.mean()
         mean = self.grad_mean[key].mean()
-        fisher = (batch * self.grad_square_mean[key].mean() - (batch - 1.0) * mean.square()).clamp(min=0.0)
+        fisher = (self.grad_square_mean[key].mean() - (batch - 1.0) * mean.square()).clamp(min=0.0)
         return 0.5 * fisher * param.detach().float().square()
 
     def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
@@ -70,7 +71,7 @@ class ContributionPruner(Pruner):
 
     def after_prune(self) -> None:
         """Statistics restart after each event: the surviving network is a different function."""
-        for stat in (*self.grad_mean.values(), *self.grad_square_mean.values()):
+        for stat in (self.batch_size, *self.grad_mean.values(), *self.grad_square_mean.values()):
             stat.reset_()
 
 

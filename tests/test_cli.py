@@ -154,3 +154,34 @@ def test_neuron_pruning_records_a_measured_compact_model_and_saves_it(tmp_path):
     compact = torch.load(record["model_file"], weights_only=False)  # plain torch, no bench_harness class needed
     assert sum(p.numel() for p in compact.parameters()) == metrics["compact_params"]
     assert compact(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_a_diverging_run_is_recorded_as_failed_and_the_next_run_goes_on(tmp_path):
+    result = runner.invoke(app, ["run", "--pruner", "none", "--pruner", "magnitude", "--seeds", "1", *FAST, "--lr", "1e20", "--results", str(tmp_path)])
+    assert result.exit_code == 1
+    found = records(tmp_path)
+    assert len(found) == 2 and all(r["status"] == "failed" for r in found)
+    assert all("diverged" in r["error"] for r in found)
+
+
+def test_the_dense_reference_is_trained_once_whatever_the_pruning_settings(tmp_path):
+    base = ["run", "--pruner", "none", "--pruner", "magnitude", "--seeds", "2", *FAST, "--results", str(tmp_path)]
+    assert runner.invoke(app, base).exit_code == 0
+    again = runner.invoke(app, [*base, "--granularity", "neurons", "--scope", "global"])
+    assert "2 already complete" in again.output  # the two dense seeds
+    board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "json"])
+    tables = json.loads(board.output)
+    dense_rows = [row for table in tables for row in table["rows"] if row["pruner"] == "none"]
+    assert len(tables) == 2 and all(row["n"] == 2 for row in dense_rows)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pruner", "magnitude", "--epochs", "3", "--prune-every", "5"], "leaves no pruning event"),
+        (["--pruner", "magnitude", "--epochs", "3", "--prune-every", "3", "--target-sparsity", "0.9"], "leaves no pruning event"),
+    ],
+)
+def test_a_pruning_run_without_any_pruning_event_is_refused(args, message):
+    result = runner.invoke(app, ["run", *args, "--dataset", "synthetic"])
+    assert result.exit_code == 2 and message in result.output

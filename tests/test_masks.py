@@ -87,11 +87,28 @@ def test_conv_channel_pruning_masks_the_flattened_columns_of_the_classifier():
     conv2, classifier = layers[1], layers[2]
     scores = {layer.name: torch.ones(layer.units) for layer in layers}
     scores[conv2.name][5] = -1.0
-    masks.prune(scores, 1 / 64, "layer", "neurons")  # exactly one of 64 channels of conv2 (and of 32 of conv1: 0)
+    masks.prune(scores, 1 / 64, "layer", "neurons")  # one of 64 channels of conv2, and one of 32 of conv1 (0.5 rounds up)
     assert not masks.alive_units[conv2.name][5]
     per_channel = classifier.weight.shape[1] // conv2.units  # 2x2 spatial positions after two pools
     assert (masks.weight[classifier.name][:, 5 * per_channel : 6 * per_channel] == 0).all()
     assert int((masks.weight[classifier.name] == 0).sum()) == 10 * per_channel
+    (dead_conv1,) = (~masks.alive_units[layers[0].name]).nonzero().flatten().tolist()
+    assert (masks.weight[conv2.name][:, dead_conv1] == 0).all()  # conv -> conv: the input channel goes
+
+
+def test_counts_round_half_up_on_the_rate_as_written():
+    assert count_to_prune(0.7, 45) == 32  # 31.5, although 0.7 * 45 is 31.4999... in floating point
+    assert count_to_prune(0.1, 5) == 1 and count_to_prune(0.1, 4) == 0
+
+
+def test_already_pruned_elements_are_never_chosen_again_even_against_infinite_scores():
+    layers = find_prunable_layers(fcnn())
+    masks = MaskSet(layers)
+    never = {layer.name: torch.full_like(layer.weight, float("inf")) for layer in layers}
+    for scope in ("layer", "global"):
+        before = masks.alive_weights()
+        removed = masks.prune(never, 0.3, scope, "connections")
+        assert masks.alive_weights() == before - removed and removed > 0
 
 
 def test_a_layer_always_keeps_one_unit():
@@ -101,6 +118,26 @@ def test_a_layer_always_keeps_one_unit():
     for event in range(30):
         masks.prune(random_scores(layers, "neurons", event), 0.9, "global", "neurons")
     assert all(count >= 1 for count in masks.alive_unit_counts().values())
+
+
+def test_pruned_units_biases_and_their_adam_state_stay_zero():
+    model = fcnn()
+    layers = find_prunable_layers(model)
+    masks = MaskSet(layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    inputs, labels = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    masks.prune(random_scores(layers, "neurons", 0), 0.5, "layer", "neurons")
+    masks.apply_to_weights()
+    for _ in range(10):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), labels).backward()
+        masks.apply_to_gradients()
+        optimizer.step()
+        masks.apply_to_weights()
+    for layer in layers[:-1]:
+        dead = ~masks.alive_units[layer.name]
+        assert (layer.bias[dead] == 0).all() and (optimizer.state[layer.bias]["exp_avg"][dead] == 0).all()
+        assert (layer.next.weight[:, dead.repeat_interleave(layer.next.weight.shape[1] // layer.units)] == 0).all()
 
 
 def test_pruned_weights_stay_exactly_zero_through_adam_steps():

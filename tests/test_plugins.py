@@ -64,7 +64,7 @@ def test_registering_something_that_is_not_a_pruner_is_refused():
 
     register_plugin(Confused(), "confused")
     try:
-        with pytest.raises(TypeError, match="subclass of bench_harness.pruner.Pruner"):
+        with pytest.raises(UserError, match="confused_plugin registered something unusable.*not a subclass of bench_harness.pruner.Pruner"):
             registries()
     finally:
         unregister_plugin("confused")
