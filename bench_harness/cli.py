@@ -54,6 +54,7 @@ def run(
     scope: str = typer.Option(DEFAULTS.scope, help="layer (same fraction per layer) | global (one ranking)"),
     lr: float = typer.Option(DEFAULTS.lr, help="Adam learning rate."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, help="Training batch size."),
+    augment: bool = typer.Option(DEFAULTS.augment, help="Random crop (4-pixel padding) and horizontal flip on the device."),
     val_size: Optional[int] = typer.Option(DEFAULTS.val_size, help="Training images held out for validation [default: 5000, or a tenth of a smaller training set]."),
     device: str = typer.Option(DEFAULTS.device, help="auto | cpu | cuda"),
     data_dir: Optional[Path] = typer.Option(None, help="A folder that already holds the dataset files (no download)."),
@@ -78,7 +79,7 @@ def run(
             raise UserError("Name a dataset with --dataset NAME (see `bench list`), or use --all for mnist and cifar10.")
         base = RunConfig(
             model=model, epochs=epochs, batch_size=batch_size, lr=lr, prune_every=prune_every, prune_rate=prune_rate,
-            target_sparsity=target_sparsity, granularity=granularity, scope=scope, val_size=val_size, device=device,
+            target_sparsity=target_sparsity, granularity=granularity, scope=scope, augment=augment, val_size=val_size, device=device,
             telemetry_period=telemetry_period,
         )
         configs = plan_runs(base, pruners, datasets, seeds, found, skip_unsupported=all_pruners)

@@ -48,6 +48,8 @@ class RunConfig:
     """If set, overrides prune_rate with the rate that reaches this final fraction pruned."""
     granularity: str = "connections"
     scope: str = "layer"
+    augment: bool = False
+    """On-device random crop (4-pixel padding) and horizontal flip of training images; the plan names none."""
     val_size: int | None = None
     """Training images held out for validation (a fixed split, the same for every seed); None means
     5,000 (MNIST's customary split), or a tenth of the training set when that is smaller."""

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench_harness.augment import AugmentationDraw, RandomCropFlip
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import PrunableLayer, Pruner, StepView
 from bench_harness.schedule import PruningSchedule
@@ -104,8 +105,11 @@ class Trainer:
         granularity: str,
         scope: str,
         use_cuda_graph: bool = False,
+        augmenter: RandomCropFlip | None = None,
     ) -> None:
         self.model = model
+        self.augmenter = augmenter
+        self._draw: AugmentationDraw | None = None
         self.optimizer = optimizer
         self.layers = layers
         self.masks = masks
@@ -178,10 +182,11 @@ class Trainer:
             self._epoch_started = time.perf_counter()
             self._data = data
             self._order = torch.randperm(len(data), generator=self.shuffle_generator, device=self.device)
+            self._draw = self.augmenter.draw(len(data)) if self.augmenter is not None else None
             self._loss_sum.zero_()
             self._steps_done = 0
             if self.graph is not None:
-                self.graph.load_epoch(self._order)
+                self.graph.load_epoch(self._order, self._draw)
 
     def advance(self) -> None:
         """Train on the next batch of the epoch: a graph replay where possible, else an eager step."""
@@ -191,15 +196,19 @@ class Trainer:
             if self.graph is not None and index < full_batches:
                 self.graph.replay()
             else:
-                batch = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-                self._loss_sum += self.step(data.images[batch], data.labels[batch])
+                start, stop = index * self.batch_size, (index + 1) * self.batch_size
+                batch = self._order[start:stop]
+                images = data.images[batch]
+                if self.augmenter is not None:
+                    images = self.augmenter(images, self._draw.slice(start, stop))
+                self._loss_sum += self.step(images, data.labels[batch])
                 if self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches:
                     self._capture(data, index + 1)
             self._steps_done += 1
 
     def _capture(self, data: ResidentSplit, next_step: int) -> None:
         try:
-            self.graph = StepGraph(self, data, self._order, next_step, self._loss_sum)
+            self.graph = StepGraph(self, data, self._order, self._draw, next_step, self._loss_sum)
         except Exception as exc:  # noqa: BLE001 - an uncapturable step still trains, eagerly
             self.graph, self.wants_graph, self.engine = None, False, "eager"
             self.graph_error = f"{type(exc).__name__}: {exc}"
@@ -335,28 +344,46 @@ class StepGraph:
     WARMUP_STEPS = 3
     """Eager steps before capture (real training steps: they initialise Adam's state and cuBLAS)."""
 
-    def __init__(self, trainer: Trainer, data: ResidentSplit, order: torch.Tensor, next_step: int, loss_sum: torch.Tensor) -> None:
+    def __init__(
+        self, trainer: Trainer, data: ResidentSplit, order: torch.Tensor, draw: AugmentationDraw | None, next_step: int, loss_sum: torch.Tensor
+    ) -> None:
         self.trainer = trainer
         self.data = data
         self.batch_size = trainer.batch_size
         self.full_batches = len(data) // self.batch_size
-        self.order = torch.empty((self.full_batches, self.batch_size), dtype=torch.long, device=trainer.device)
-        self.cursor = torch.zeros((), dtype=torch.long, device=trainer.device)
+        shape, device = (self.full_batches, self.batch_size), trainer.device
+        self.order = torch.empty(shape, dtype=torch.long, device=device)
+        self.draw = None if draw is None else AugmentationDraw(
+            torch.empty(shape, dtype=torch.long, device=device), torch.empty(shape, dtype=torch.long, device=device),
+            torch.empty(shape, dtype=torch.bool, device=device),
+        )
+        self.cursor = torch.zeros((), dtype=torch.long, device=device)
         self.loss_sum = loss_sum
-        self.load_epoch(order, start_step=next_step)
+        self.load_epoch(order, draw, start_step=next_step)
         # Gradients must be born inside the capture, from the graph's private memory pool.
         trainer.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=trainer.stream):
-            index = self.order.index_select(0, self.cursor.view(1)).view(-1)
-            loss = trainer.update(data.images.index_select(0, index), data.labels.index_select(0, index))
+            row = self.cursor.view(1)
+            index = self.order.index_select(0, row).view(-1)
+            images = data.images.index_select(0, index)
+            if self.draw is not None:
+                images = trainer.augmenter(images, AugmentationDraw(*(t.index_select(0, row).view(-1) for t in self._draw_tensors())))
+            loss = trainer.update(images, data.labels.index_select(0, index))
             self.loss_sum.add_(loss)
             self.cursor.add_(1)
         # Capture records without executing: the first replay performs step `next_step` for real.
 
-    def load_epoch(self, order: torch.Tensor, start_step: int = 0) -> None:
-        """Point the graph at an epoch's permutation (full batches only) and a starting step."""
-        self.order.copy_(order[: self.full_batches * self.batch_size].view(self.full_batches, self.batch_size))
+    def _draw_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (self.draw.shift_rows, self.draw.shift_columns, self.draw.flip)
+
+    def load_epoch(self, order: torch.Tensor, draw: AugmentationDraw | None = None, start_step: int = 0) -> None:
+        """Point the graph at an epoch's permutation and augmentation (full batches only) and a starting step."""
+        used = self.full_batches * self.batch_size
+        self.order.copy_(order[:used].view(self.full_batches, self.batch_size))
+        if self.draw is not None:
+            for static, fresh in zip(self._draw_tensors(), (draw.shift_rows, draw.shift_columns, draw.flip)):
+                static.copy_(fresh[:used].view(self.full_batches, self.batch_size))
         self.cursor.fill_(start_step)
 
     def replay(self) -> None:

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 import bench_harness
+from bench_harness.augment import RandomCropFlip
 from bench_harness.config import RunConfig, resolve_val_size
 from bench_harness.data import DataRequest, TrainValTest, default_cache_dir, load_dataset, split_validation
 from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, TrainingOutcome, fit_together, synchronise
@@ -190,6 +191,7 @@ def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_
     trainer = Trainer(
         model, optimizer, layers, masks, pruner, schedule, Normaliser(splits.mean, splits.std, device),
         config.batch_size, config.seed, device, config.granularity, config.scope, use_cuda_graph=use_cuda_graph,
+        augmenter=RandomCropFlip(config.seed, device) if config.augment else None,
     )
     record["schedule"] = {"event_epochs": list(schedule.event_epochs), "rate": schedule.rate}
     return PreparedRun(config, record, trainer, input_shape, pruner_class.prunes)
@@ -310,13 +312,17 @@ def execute_run(config: RunConfig, registries: Registries, data: DataCache, on_e
     return execute_group([config], registries, data, on_epoch, save_models_to)[0]
 
 
+def _shares_data_schedule(first: RunConfig, second: RunConfig) -> bool:
+    keys = ("dataset", "model", "epochs", "batch_size", "val_size")
+    return all(getattr(first, key) == getattr(second, key) for key in keys)
+
+
 def group_runs(configs: list[RunConfig], concurrency: int) -> list[list[RunConfig]]:
     """Consecutive runs that can train together: same dataset, model and data schedule, at most N."""
     groups: list[list[RunConfig]] = []
     for config in configs:
-        key = (config.dataset, config.model, config.epochs, config.batch_size, config.val_size)
         last = groups[-1] if groups else None
-        if last and len(last) < concurrency and (last[0].dataset, last[0].model, last[0].epochs, last[0].batch_size, last[0].val_size) == key:
+        if last and len(last) < concurrency and _shares_data_schedule(last[0], config):
             last.append(config)
         else:
             groups.append([config])
