@@ -120,6 +120,15 @@ def test_a_layer_always_keeps_one_unit():
     assert all(count >= 1 for count in masks.alive_unit_counts().values())
 
 
+def masked_adam_step(model, optimizer, masks, inputs, labels):
+    """One optimizer step with the harness's enforcement: gradients masked before, weights after."""
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(inputs), labels).backward()
+    masks.apply_to_gradients()
+    optimizer.step()
+    masks.apply_to_weights()
+
+
 def test_pruned_units_biases_and_their_adam_state_stay_zero():
     model = fcnn()
     layers = find_prunable_layers(model)
@@ -129,11 +138,7 @@ def test_pruned_units_biases_and_their_adam_state_stay_zero():
     masks.prune(random_scores(layers, "neurons", 0), 0.5, "layer", "neurons")
     masks.apply_to_weights()
     for _ in range(10):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(inputs), labels).backward()
-        masks.apply_to_gradients()
-        optimizer.step()
-        masks.apply_to_weights()
+        masked_adam_step(model, optimizer, masks, inputs, labels)
     for layer in layers[:-1]:
         dead = ~masks.alive_units[layer.name]
         assert (layer.bias[dead] == 0).all() and (optimizer.state[layer.bias]["exp_avg"][dead] == 0).all()
@@ -148,11 +153,7 @@ def test_pruned_weights_stay_exactly_zero_through_adam_steps():
     inputs, labels = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
 
     def step():
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(inputs), labels).backward()
-        masks.apply_to_gradients()
-        optimizer.step()
-        masks.apply_to_weights()
+        masked_adam_step(model, optimizer, masks, inputs, labels)
 
     for _ in range(5):  # build up Adam momentum first, so a missing mask would show
         step()
