@@ -49,7 +49,9 @@ def run(
     epochs: int = typer.Option(DEFAULTS.epochs, help="Training epochs per run."),
     prune_every: int = typer.Option(DEFAULTS.prune_every, help="Prune after every N-th epoch (never after the last)."),
     prune_rate: float = typer.Option(DEFAULTS.prune_rate, help="Fraction of still-alive elements removed per event."),
-    target_sparsity: Optional[float] = typer.Option(DEFAULTS.target_sparsity, help="Final fraction pruned; overrides --prune-rate."),
+    target_sparsity: Optional[List[float]] = typer.Option(
+        None, help="Final fraction pruned; overrides --prune-rate. Repeat it to sweep (e.g. 0.5, 0.8, 0.9, 0.95, 0.98)."
+    ),
     granularity: str = typer.Option(DEFAULTS.granularity, help="connections | neurons"),
     scope: str = typer.Option(DEFAULTS.scope, help="layer (same fraction per layer) | global (one ranking)"),
     lr: float = typer.Option(DEFAULTS.lr, help="Adam learning rate."),
@@ -77,12 +79,15 @@ def run(
         datasets = list(dataset or (SEED_PROTOCOL_DATASETS if all_pruners else []))
         if not datasets:
             raise UserError("Name a dataset with --dataset NAME (see `bench list`), or use --all for mnist and cifar10.")
-        base = RunConfig(
-            model=model, epochs=epochs, batch_size=batch_size, lr=lr, prune_every=prune_every, prune_rate=prune_rate,
-            target_sparsity=target_sparsity, granularity=granularity, scope=scope, augment=augment, val_size=val_size, device=device,
-            telemetry_period=telemetry_period,
-        )
-        configs = plan_runs(base, pruners, datasets, seeds, found, skip_unsupported=all_pruners)
+        configs = []
+        for target in target_sparsity or [DEFAULTS.target_sparsity]:
+            base = RunConfig(
+                model=model, epochs=epochs, batch_size=batch_size, lr=lr, prune_every=prune_every, prune_rate=prune_rate,
+                target_sparsity=target, granularity=granularity, scope=scope, augment=augment, val_size=val_size, device=device,
+                telemetry_period=telemetry_period,
+            )
+            configs += plan_runs(base, pruners, datasets, seeds, found, skip_unsupported=all_pruners)
+        configs = list({config.run_id(): config for config in configs}.values())  # the dense reference once per sweep
         if data_dir is not None and not data_dir.is_dir():
             raise UserError(f"--data-dir {data_dir} is not a folder; point it at the folder that holds the dataset files.")
         store = ResultsStore(results)

@@ -185,3 +185,16 @@ def test_the_dense_reference_is_trained_once_whatever_the_pruning_settings(tmp_p
 def test_a_pruning_run_without_any_pruning_event_is_refused(args, message):
     result = runner.invoke(app, ["run", *args, "--dataset", "synthetic"])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_a_sparsity_sweep_gives_one_table_per_target_and_trains_the_dense_reference_once(tmp_path):
+    result = runner.invoke(app, ["run", "--pruner", "none", "--pruner", "magnitude", "--seeds", "1", "--dataset", "synthetic",
+                                 "--epochs", "3", "--prune-every", "1", "--device", "cpu", "--target-sparsity", "0.5",
+                                 "--target-sparsity", "0.9", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    found = records(tmp_path)
+    assert sorted(r["pruner"] for r in found) == ["magnitude", "magnitude", "none"]
+    sparsities = sorted(r["metrics"]["sparsity"] for r in found if r["pruner"] == "magnitude")
+    assert sparsities == [pytest.approx(0.5, abs=0.01), pytest.approx(0.9, abs=0.01)]
+    tables = json.loads(runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "json"]).output)
+    assert len(tables) == 2 and all({row["pruner"] for row in table["rows"]} == {"none", "magnitude"} for table in tables)
