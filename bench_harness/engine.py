@@ -185,6 +185,8 @@ class Trainer:
             self._draw = self.augmenter.draw(len(data)) if self.augmenter is not None else None
             self._loss_sum.zero_()
             self._steps_done = 0
+            if self.graph is not None and self.graph.data is not data:
+                self.graph = None  # a graph reads the split it was captured on; a new split needs a new capture
             if self.graph is not None:
                 self.graph.load_epoch(self._order, self._draw)
 

@@ -102,11 +102,23 @@ class DataCache:
         return self._resident[key]
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux reports it in /proc/cpuinfo; elsewhere the platform's word)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
     """Versions and hardware a record was produced with."""
     import torchvision
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -17,7 +17,7 @@ compares like with like.
 import torch
 
 from bench_harness import hookimpl
-from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, StepView
+from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, RunningMeans, StepView
 
 
 class ContributionPruner(Pruner):
@@ -29,12 +29,12 @@ class ContributionPruner(Pruner):
     def __init__(self, context: PruningContext) -> None:
         super().__init__(context)
         self.batch_size = RunningMean(torch.empty((), device=context.device))
-        self.grad_mean = {}
-        self.grad_square_mean = {}
-        for layer in self.layers:
-            for key, param in self._params(layer):
-                self.grad_mean[key] = RunningMean(param)
-                self.grad_square_mean[key] = RunningMean(param)
+        named = [(key, param) for layer in self.layers for key, param in self._params(layer)]
+        self.params = [param for _, param in named]
+        self.position = {key: index for index, (key, _) in enumerate(named)}
+        # E[g] and E[B·g²] for every weight and bias, each kept as one fused list.
+        self.grad_mean = RunningMeans(self.params)
+        self.grad_square_mean = RunningMeans(self.params)
 
     @staticmethod
     def _params(layer: PrunableLayer):
@@ -44,17 +44,16 @@ class ContributionPruner(Pruner):
 
     @torch.no_grad()
     def observe(self, step: StepView) -> None:
-        """Accumulate E[g] and E[B·g²] per parameter element (in-place adds only)."""
+        """Accumulate E[g] and E[B·g²] per parameter element: three fused kernels per step."""
+        grads = [param.grad for param in self.params]
         self.batch_size.add_(float(step.batch_size))
-        for layer in self.layers:
-            for key, param in self._params(layer):
-                self.grad_mean[key].add_(param.grad)
-                self.grad_square_mean[key].add_(param.grad.square().mul_(step.batch_size))
+        self.grad_mean.add_(grads)
+        self.grad_square_mean.add_products_(grads, grads, scale=float(step.batch_size))
 
     def _loss_increase(self, key: str, param: torch.Tensor) -> torch.Tensor:
-        batch = self.batch_size.mean()
-        mean = self.grad_mean[key].mean()
-        fisher = (self.grad_square_mean[key].mean() - (batch - 1.0) * mean.square()).clamp(min=0.0)
+        batch, index = self.batch_size.mean(), self.position[key]
+        mean = self.grad_mean.mean(index)
+        fisher = (self.grad_square_mean.mean(index) - (batch - 1.0) * mean.square()).clamp(min=0.0)
         return 0.5 * fisher * param.detach().float().square()
 
     def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
@@ -71,7 +70,7 @@ class ContributionPruner(Pruner):
 
     def after_prune(self) -> None:
         """Statistics restart after each event: the surviving network is a different function."""
-        for stat in (self.batch_size, *self.grad_mean.values(), *self.grad_square_mean.values()):
+        for stat in (self.batch_size, self.grad_mean, self.grad_square_mean):
             stat.reset_()
 
 

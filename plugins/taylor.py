@@ -9,7 +9,7 @@ group criterion: the gradient of a gate on the unit times the gate's value.
 import torch
 
 from bench_harness import hookimpl
-from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, StepView
+from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMeans, StepView
 
 
 class TaylorPruner(Pruner):
@@ -21,32 +21,32 @@ class TaylorPruner(Pruner):
     def __init__(self, context: PruningContext) -> None:
         super().__init__(context)
         self.neurons = context.granularity == "neurons"
-        self.stats = {
-            layer.name: RunningMean(torch.empty(layer.units, device=layer.weight.device) if self.neurons else layer.weight)
-            for layer in self.layers
-        }
+        self.weights = [layer.weight for layer in self.layers]
+        shapes = [torch.empty(layer.units, device=layer.weight.device) if self.neurons else layer.weight for layer in self.layers]
+        self.stats = RunningMeans(shapes)
+        self.position = {layer.name: index for index, layer in enumerate(self.layers)}
 
     @torch.no_grad()
     def observe(self, step: StepView) -> None:
-        """Add this step's (g·w)² (or per-unit (Σ g·w)²) to the running means."""
-        for layer in self.layers:
-            first_order = layer.weight.grad * layer.weight
-            if self.neurons:
-                per_unit = layer.incoming_per_unit(first_order)
+        """Add this step's (g·w)² (or per-unit (Σ g·w)²) to the running means, fused across layers."""
+        first_order = torch._foreach_mul([weight.grad for weight in self.weights], self.weights)
+        if self.neurons:
+            terms = []
+            for layer, per_weight in zip(self.layers, first_order):
+                per_unit = layer.incoming_per_unit(per_weight)
                 if layer.bias is not None:
-                    per_unit = per_unit + layer.bias.grad * layer.bias
-                self.stats[layer.name].add_(per_unit.square())
-            else:
-                self.stats[layer.name].add_(first_order.square())
+                    per_unit = per_unit.addcmul(layer.bias.grad, layer.bias)
+                terms.append(per_unit)
+            first_order = terms
+        self.stats.add_products_(first_order, first_order)
 
     def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
         """The running mean since the last event."""
-        return self.stats[layer.name].mean()
+        return self.stats.mean(self.position[layer.name])
 
     def after_prune(self) -> None:
         """Each interval is scored on its own steps only."""
-        for stat in self.stats.values():
-            stat.reset_()
+        self.stats.reset_()
 
 
 @hookimpl
