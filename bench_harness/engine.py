@@ -133,13 +133,17 @@ class Trainer:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.graph: StepGraph | None = None
         self.wants_graph = use_cuda_graph and device.type == "cuda" and pruner.capturable
-        self.engine = "cuda-graph" if self.wants_graph else "eager"
         self.graph_error: str | None = None
         self._data: ResidentSplit | None = None
         self._order: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=device)
         self._steps_done = 0
         self._epoch_started = 0.0
+
+    @property
+    def engine(self) -> str:
+        """How the run trains: ``cuda-graph`` once a step graph has been captured, else ``eager``."""
+        return "cuda-graph" if self.graph is not None else "eager"
 
     def _keep_activation(self, name: str) -> Callable:
         def hook(module, inputs, output):
@@ -212,7 +216,7 @@ class Trainer:
         try:
             self.graph = StepGraph(self, data, self._order, self._draw, next_step, self._loss_sum)
         except Exception as exc:  # noqa: BLE001 - an uncapturable step still trains, eagerly
-            self.graph, self.wants_graph, self.engine = None, False, "eager"
+            self.graph, self.wants_graph = None, False
             self.graph_error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"CUDA graph capture failed, training eagerly instead: {self.graph_error}")
 
