@@ -15,7 +15,7 @@ import typer
 
 import bench_harness
 from bench_harness.config import RunConfig
-from bench_harness.errors import UserError
+from bench_harness.errors import DeviceFailure, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -37,6 +37,13 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except DeviceFailure as exc:
+        typer.echo(
+            f"Error: the GPU failed ({exc}); CUDA errors end the process, so the grid stopped. "
+            f"Records written so far are intact: run the same command again to resume.",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
 
 
 @app.command()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench_harness.augment import AugmentationDraw, RandomCropFlip
+from bench_harness.errors import DeviceFailure
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import PrunableLayer, Pruner, StepView
 from bench_harness.schedule import PruningSchedule
@@ -74,6 +75,13 @@ class TrainingOutcome:
     prune_seconds: float = 0.0
     error: BaseException | None = None
     """Why the run stopped early, if it did."""
+
+
+def is_device_failure(exc: BaseException) -> bool:
+    """True for a CUDA error, which is sticky: every later call in the process fails too."""
+    # Recent PyTorch raises torch.AcceleratorError; older versions a RuntimeError naming CUDA.
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return (accelerator_error is not None and isinstance(exc, accelerator_error)) or "CUDA error" in str(exc)
 
 
 def synchronise(device: torch.device) -> None:
@@ -131,6 +139,9 @@ class Trainer:
         # Each run works on its own CUDA stream (captured and replayed on that same stream, which is
         # the combination that replays reliably), so several runs can overlap on one GPU.
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        if self.stream is not None:
+            # Everything made so far (model, masks, data) was queued on the current stream.
+            self.stream.wait_stream(torch.cuda.current_stream(device))
         self.graph: StepGraph | None = None
         self.wants_graph = use_cuda_graph and device.type == "cuda" and pruner.capturable
         self.graph_error: str | None = None
@@ -211,6 +222,16 @@ class Trainer:
                 if self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches:
                     self._capture(data, index + 1)
             self._steps_done += 1
+
+    def release_graph(self) -> None:
+        """Free the step graph now, after the device is idle.
+
+        Destroying a graph releases memory (cuBLAS workspaces among it) tied to its capture stream,
+        and CUDA streams are reused by later runs; a graph freed late, by the garbage collector in the
+        middle of another run, could release memory that run's graph relies on.
+        """
+        synchronise(self.device)
+        self.graph = None
 
     def _capture(self, data: ResidentSplit, next_step: int) -> None:
         try:
@@ -308,6 +329,8 @@ def fit_together(
         try:
             return action()
         except Exception as exc:  # noqa: BLE001 - one failing run must not stop its neighbours
+            if is_device_failure(exc):
+                raise DeviceFailure(str(exc)) from exc
             outcomes[index].error = exc
             active.remove(index)
             return None
@@ -353,7 +376,8 @@ class StepGraph:
     def __init__(
         self, trainer: Trainer, data: ResidentSplit, order: torch.Tensor, draw: AugmentationDraw | None, next_step: int, loss_sum: torch.Tensor
     ) -> None:
-        self.trainer = trainer
+        # No reference back to the trainer: a graph must be freed the moment its run is done with it
+        # (see Trainer.release_graph), not whenever the cycle collector gets round to it.
         self.data = data
         self.batch_size = trainer.batch_size
         self.full_batches = len(data) // self.batch_size

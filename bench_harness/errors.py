@@ -7,3 +7,11 @@ class UserError(Exception):
     The message is one complete sentence that says what was wrong and what to do; the CLI prints
     it without a traceback and exits with code 2.
     """
+
+
+class DeviceFailure(Exception):
+    """The GPU reported an error that poisons the whole process (CUDA errors are sticky).
+
+    The grid stops at once instead of recording every later run as failed for the wrong reason;
+    records already written stay, and running the same command again resumes.
+    """

@@ -6,6 +6,7 @@ command (Ctrl-C) stops at once, leaving every record written so far intact.
 
 from __future__ import annotations
 
+import gc
 import platform
 import time
 import traceback
@@ -156,6 +157,10 @@ def _new_record(config: RunConfig, device: torch.device) -> dict:
     }
 
 
+MAX_CONCURRENCY = 32
+"""PyTorch hands out at most 32 distinct streams per device; more runs would share streams and stop overlapping."""
+
+
 def default_concurrency(device: torch.device) -> int:
     """Runs trained at once: five on a GPU (PROTOCOL.md §3: five interleaved graphs keep an H100 busy
     at a small fraction of its memory), one on the CPU, where interleaving gains nothing."""
@@ -194,8 +199,10 @@ def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_
     torch.manual_seed(config.seed)
     model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
     layers = find_prunable_layers(model)
-    # Adam keeps its step count on the device when capturable, which a CUDA graph requires.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=device.type == "cuda")
+    # Adam keeps its step count on the device when capturable, which a CUDA graph requires; runs
+    # that will not be captured keep the faster ordinary path.
+    will_capture = use_cuda_graph and device.type == "cuda" and pruner_class.capturable
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=will_capture)
     masks = MaskSet(layers)
     context = PruningContext(model, layers, optimizer, config.seed, device, config.granularity, config.batch_size)
     pruner = pruner_class(context)
@@ -316,6 +323,10 @@ def execute_group(
             except Exception as exc:  # noqa: BLE001
                 _failed(record, exc)
             records[position] = record
+        for _, run in prepared:
+            run.trainer.release_graph()
+        prepared.clear()
+        gc.collect()  # free the group's models, optimizer state and graph pools before the next group
     return records
 
 
@@ -368,8 +379,8 @@ def run_grid(
     if not configs:
         return summary
     device = resolve_device(configs[0].device)
-    if concurrency is not None and concurrency < 1:
-        raise UserError(f"--concurrency must be at least 1, got {concurrency}.")
+    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UserError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}.")
     data = DataCache(registries, data_dir, device)
     pending = []
     for index, config in enumerate(configs):

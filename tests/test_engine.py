@@ -132,3 +132,12 @@ def test_concurrency_changes_speed_not_results(tmp_path):
         assert [h["train_loss"] for h in one[name]["history"]] == [h["train_loss"] for h in four[name]["history"]]
         assert one[name]["metrics"]["concurrent_runs"] == 1 and four[name]["metrics"]["concurrent_runs"] == 4
     assert runner.invoke(app, [*common, "--concurrency", "0", "--results", str(tmp_path / "x")]).exit_code == 2
+
+
+def test_a_device_failure_stops_the_group_instead_of_failing_every_run(splits):
+    from bench_harness.errors import DeviceFailure
+
+    first, second = engine_trainer(splits, "magnitude", 0), engine_trainer(splits, "magnitude", 1)
+    first.advance = lambda: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    with pytest.raises(DeviceFailure):
+        fit_together([first, second], *resident(splits))
