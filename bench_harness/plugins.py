@@ -70,8 +70,15 @@ def load_plugins() -> None:
             continue
         dist = entry_point.dist
         register_plugin(module, entry_point.name, dist.name if dist else None, dist.version if dist else None)
+    _check_hook_names()
+
+
+def _check_hook_names() -> None:
     # A hook implementation with a misspelt name would otherwise be silently ignored.
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise UserError(f"{exc}; check the hook's spelling against bench_harness.hookspecs.") from None
 
 
 def _wanted_names() -> set[str] | None:
@@ -84,6 +91,11 @@ def _wanted_names() -> set[str] | None:
 def register_plugin(plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> None:
     """Register a plugin object by hand (tests, notebooks); entry-point plugins arrive via load_plugins."""
     pm.register(plugin, name=name)
+    try:
+        _check_hook_names()
+    except UserError:
+        pm.unregister(plugin, name=name)
+        raise
     module = getattr(plugin, "__name__", type(plugin).__name__)
     hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
     _plugin_sources[name] = PluginInfo(name, module, distribution, version, hooks)

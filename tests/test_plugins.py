@@ -115,3 +115,29 @@ def test_the_readme_shows_the_example_package_verbatim():
     readme = (REPO / "README.md").read_text()
     for name in ("pyproject.toml", "bench_harness_movement.py"):
         assert (EXAMPLE / name).read_text().strip() in readme, f"README's copy of {name} is out of date"
+
+
+def test_a_misspelt_hook_is_refused_instead_of_silently_ignored():
+    class Misspelt:
+        __name__ = "misspelt_plugin"
+
+        @hookimpl
+        def register_prunerz(self, register):
+            pass
+
+    with pytest.raises(UserError, match="register_prunerz"):
+        register_plugin(Misspelt(), "misspelt")
+    assert "misspelt" not in {info.name for info in plugin_infos()}
+
+
+def test_every_hook_has_a_section_in_the_readme_and_a_builtin_user():
+    from bench_harness import hookspecs
+    from bench_harness.plugins import load_plugins, pm
+
+    load_plugins()
+    readme = (REPO / "README.md").read_text()
+    hooks = [name for name in dir(hookspecs) if name.startswith("register_")]
+    assert hooks, "no hooks found"
+    for hook in hooks:
+        assert f"`{hook}`" in readme or f"{hook}(" in readme, f"the README does not document {hook}"
+        assert getattr(pm.hook, hook).get_hookimpls(), f"no built-in plugin implements {hook}"
