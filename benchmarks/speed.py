@@ -403,27 +403,6 @@ def measure_concurrency(workload: Workload, cache: DataCache, device: torch.devi
     }
 
 
-def train_steps(trainer, data: ResidentSplit, steps: int) -> None:
-    """A partial epoch of ``steps`` batches (graph replays where the trainer has a graph)."""
-    trainer.begin_epoch(data)
-    for _ in range(min(steps, trainer.steps_per_epoch(data))):
-        trainer.advance()
-    trainer.end_epoch()
-
-
-def time_pruning_events(trainer, data: ResidentSplit, device: torch.device, count: int) -> list[float]:
-    """Seconds of ``count`` pruning events, each after a few training steps.
-
-    The steps matter: criteria that restart their statistics after an event would otherwise score
-    an all-zero tensor, whose sort is several times faster than a real event's.
-    """
-    seconds = []
-    for _ in range(count):
-        train_steps(trainer, data, STEPS_BEFORE_EVENT)
-        seconds.append(timed(device, trainer.prune_now)[1])
-    return seconds
-
-
 def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, args: argparse.Namespace) -> dict[str, dict]:
     """Every built-in pruner's epoch and event times, against a dense run timed in the same rounds.
 
