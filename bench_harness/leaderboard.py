@@ -33,6 +33,7 @@ from typing import Callable
 import pandas as pd
 from tabulate import tabulate
 
+from bench_harness.config import EXECUTION_FIELDS
 from bench_harness.errors import UserError
 
 __all__ = ["FORMATS", "Leaderboard", "build_leaderboards", "render", "t_critical_95"]
@@ -44,7 +45,9 @@ DENSE_PRUNER = "none"
 """The pruner whose runs are the unpruned reference of every table."""
 
 # Settings that say who ran what where, not how: they never split tables.
-_RUN_KEYS = ("pruner", "seed", "device")
+# What varies within one table: the pruner and seed, and settings that choose where and how a run
+# executes without changing what it computes (the same fields the config hash leaves out).
+_RUN_KEYS = ("pruner", "seed", *sorted(EXECUTION_FIELDS))
 # Settings that only matter to a pruner that prunes; the dense reference ignores them.
 _PRUNING_KEYS = ("granularity", "scope", "prune_every", "prune_rate", "target_sparsity")
 # Settings the title spells out; others are appended only where two titles would collide.
