@@ -30,16 +30,16 @@ class MaskSet:
         self.weight = {layer.name: torch.ones_like(layer.weight) for layer in layers}
         self.bias = {layer.name: torch.ones_like(layer.bias) for layer in layers if layer.bias is not None}
         self.alive_units = {layer.name: torch.ones(layer.units, dtype=torch.bool, device=layer.weight.device) for layer in layers}
+        # The same masks as parallel lists, so enforcement is one fused kernel for all parameters.
+        self._params = [layer.weight for layer in layers] + [layer.bias for layer in layers if layer.name in self.bias]
+        self._masks = [self.weight[layer.name] for layer in layers] + [self.bias[layer.name] for layer in layers if layer.name in self.bias]
 
     # -- enforcement (called every step; in place, no host synchronisation) -------------------------
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
         """Zero every pruned weight and bias (after each optimizer step)."""
-        for layer in self.layers:
-            layer.weight.mul_(self.weight[layer.name])
-            if layer.name in self.bias:
-                layer.bias.mul_(self.bias[layer.name])
+        torch._foreach_mul_(self._params, self._masks)
 
     @torch.no_grad()
     def apply_to_gradients(self) -> None:
@@ -48,11 +48,10 @@ class MaskSet:
         Masking the gradient as well as the weight keeps Adam's moments of a pruned weight at zero,
         so they carry no stale signal into criteria that read the optimizer state.
         """
-        for layer in self.layers:
-            if layer.weight.grad is not None:
-                layer.weight.grad.mul_(self.weight[layer.name])
-            if layer.name in self.bias and layer.bias.grad is not None:
-                layer.bias.grad.mul_(self.bias[layer.name])
+        pairs = [(param.grad, mask) for param, mask in zip(self._params, self._masks) if param.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(masks))
 
     @torch.no_grad()
     def apply_to_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:

@@ -210,16 +210,6 @@ class RunningMeans:
         self.count.zero_()
 
 
-def describe_pruner(pruner_class: type[Pruner]) -> dict[str, Any]:
-    """The fields ``bench list`` prints for a pruner class."""
-    return {
-        "name": pruner_class.name,
-        "description": pruner_class.description,
-        "granularities": ", ".join(pruner_class.granularities),
-        "capturable": pruner_class.capturable,
-    }
-
-
 def validate_pruner_class(pruner_class: Any) -> None:
     """Refuse a registered object that cannot work as a pruner, with a sentence the author can act on."""
     if not (isinstance(pruner_class, type) and issubclass(pruner_class, Pruner)):

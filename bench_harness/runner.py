@@ -330,11 +330,6 @@ def execute_group(
     return records
 
 
-def execute_run(config: RunConfig, registries: Registries, data: DataCache, on_epoch=None, save_models_to: Path | None = None) -> dict:
-    """Run one configuration to completion and return its record; failures become failed records."""
-    return execute_group([config], registries, data, on_epoch, save_models_to)[0]
-
-
 def _shares_data_schedule(first: RunConfig, second: RunConfig) -> bool:
     keys = ("dataset", "model", "epochs", "batch_size", "val_size")
     return all(getattr(first, key) == getattr(second, key) for key in keys)
