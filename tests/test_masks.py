@@ -120,6 +120,14 @@ def test_a_layer_always_keeps_one_unit():
     assert all(count >= 1 for count in masks.alive_unit_counts().values())
 
 
+def adam_training_setup():
+    """A small model with its prunable layers, masks, an Adam optimizer and one fixed batch."""
+    model = fcnn()
+    layers = find_prunable_layers(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    return model, layers, MaskSet(layers), optimizer, torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+
+
 def masked_adam_step(model, optimizer, masks, inputs, labels):
     """One optimizer step with the harness's enforcement: gradients masked before, weights after."""
     optimizer.zero_grad()
@@ -130,11 +138,7 @@ def masked_adam_step(model, optimizer, masks, inputs, labels):
 
 
 def test_pruned_units_biases_and_their_adam_state_stay_zero():
-    model = fcnn()
-    layers = find_prunable_layers(model)
-    masks = MaskSet(layers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    inputs, labels = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    model, layers, masks, optimizer, inputs, labels = adam_training_setup()
     masks.prune(random_scores(layers, "neurons", 0), 0.5, "layer", "neurons")
     masks.apply_to_weights()
     for _ in range(10):
@@ -146,11 +150,7 @@ def test_pruned_units_biases_and_their_adam_state_stay_zero():
 
 
 def test_pruned_weights_stay_exactly_zero_through_adam_steps():
-    model = fcnn()
-    layers = find_prunable_layers(model)
-    masks = MaskSet(layers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    inputs, labels = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    model, layers, masks, optimizer, inputs, labels = adam_training_setup()
 
     def step():
         masked_adam_step(model, optimizer, masks, inputs, labels)
