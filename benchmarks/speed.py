@@ -16,24 +16,17 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import os
-import platform
-import re
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -43,9 +36,11 @@ from bench_harness.data import DatasetSpec, ImageSplits
 from bench_harness.engine import ResidentSplit, fit_together, synchronise
 from bench_harness.hookspecs import hookimpl
 from bench_harness.plugins import register_plugin, registries, unregister_plugin
-from bench_harness.runner import DataCache, default_concurrency, environment, plan_runs, prepare_run, resolve_device, run_grid
+from bench_harness.runner import DataCache, default_concurrency, plan_runs, prepare_run, resolve_device, run_grid
 from bench_harness.schedule import PruningSchedule
 from bench_harness.store import ResultsStore, write_json_atomically
+
+from benchmark_env import default_output, describe_environment, progress, table
 
 PROTOCOL = RunConfig()
 """The seed protocol's settings (batch 64, Adam lr 1e-3, 50 epochs, pruning every 5th epoch)."""
@@ -75,9 +70,6 @@ MAX_BLEND = 0.55
 
 NOISE_STD = 0.45
 """Standard deviation of the Gaussian pixel noise, on the [0, 1] scale."""
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
 
 @dataclass(frozen=True)
 class Workload:
@@ -547,11 +539,6 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
 # --- one model, end to end ------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    """A line on stderr, so a long GPU run shows where it is."""
-    print(f"[speed] {message}", file=sys.stderr, flush=True)
-
-
 def benchmark_workload(workload: Workload, device: torch.device, concurrency: int, args: argparse.Namespace) -> dict:
     """Every measurement of one model; the data stays resident only while this model is measured."""
     cache = DataCache(registries(), None, device)
@@ -582,55 +569,6 @@ def benchmark_workload(workload: Workload, device: torch.device, concurrency: in
 # --- environment, output -------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    """The processor's marketing name (from /proc/cpuinfo on Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    """The checkout's commit, with ``+changes`` when files differ from it; None outside a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return f"{commit}+changes" if changed else commit
-
-
-def describe_environment(device: torch.device) -> dict:
-    """The runner's environment record plus what a speed figure also depends on."""
-    return {
-        **environment(device),
-        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cuda_version": torch.version.cuda if device.type == "cuda" else None,
-        "cpu_name": cpu_name(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-        "git_commit": git_commit(),
-    }
-
-
-def slug(text: str) -> str:
-    """Lower-case letters, digits and dashes only: safe in a file name."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def default_output(device: torch.device) -> Path:
-    """benchmarks/results/speed-<device name>-<date>.json."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu_name()}"
-    return RESULTS_DIR / f"speed-{slug(name)}-{datetime.now().strftime('%Y-%m-%d')}.json"
-
-
 def seconds_text(seconds: float | None) -> str:
     """Seconds with three decimals, or a dash."""
     return "-" if seconds is None else f"{seconds:.3f}"
@@ -653,11 +591,6 @@ def duration_text(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.1f} s"
-
-
-def table(rows: list[list], headers: list[str]) -> str:
-    """A plain-text table."""
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
 def loop_table(results: dict) -> str:
@@ -833,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is None:
         args.workers = 4 if device.type == "cuda" else 0
     concurrency = args.concurrency or default_concurrency(device)
-    output = args.output or default_output(device)
+    output = args.output or default_output("speed", device)
     results = {}
     with synthetic_datasets(dataset_sizes(args)):
         for model in args.models:

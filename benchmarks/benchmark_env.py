@@ -1,0 +1,72 @@
+"""What every benchmark script records beside its figures, and where it writes them.
+
+A timing means little without the hardware, versions, thread settings, commit and command that
+produced it, so each script's JSON carries :func:`describe_environment`, and its default file name
+carries the device's name and the date.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from bench_harness.runner import cpu_name, environment
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+"""Where the benchmark JSON files go unless ``--output`` says otherwise."""
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, with ``+changes`` when files differ from it; None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}+changes" if changed else commit
+
+
+def describe_environment(device: torch.device) -> dict:
+    """The runner's environment record plus what a speed figure also depends on."""
+    return {
+        **environment(device),
+        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cuda_version": torch.version.cuda if device.type == "cuda" else None,
+        "cpu_name": cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", *sys.argv]),
+        "git_commit": git_commit(),
+    }
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and dashes only: safe in a file name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def default_output(benchmark: str, device: torch.device) -> Path:
+    """benchmarks/results/<benchmark>-<device name>-<date>.json."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu_name()}"
+    return RESULTS_DIR / f"{benchmark}-{slug(name)}-{datetime.now().strftime('%Y-%m-%d')}.json"
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    """A plain-text table."""
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so stdout holds only the report."""
+    print(f"[{Path(sys.argv[0]).stem}] {message}", file=sys.stderr, flush=True)
