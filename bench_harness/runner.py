@@ -25,7 +25,7 @@ from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer
 from bench_harness.errors import UserError
 from bench_harness.masks import MaskSet
 from bench_harness.measure import trained_model
-from bench_harness.measure.telemetry import TelemetrySampler
+from bench_harness.measure.telemetry import TelemetrySampler, nvml_index
 from bench_harness.plugins import Registries
 from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.schedule import PruningSchedule
@@ -225,18 +225,13 @@ def _reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _nvml_index(device: torch.device) -> int | None:
-    # NVML numbers GPUs as the driver does; with CUDA_VISIBLE_DEVICES set, CUDA's index may differ.
-    return (device.index or 0) if device.type == "cuda" else None
-
-
 def measure_run(run: PreparedRun, outcome: TrainingOutcome, test: ResidentSplit, save_models_to: Path | None) -> None:
     """Inference-phase measurements of one trained run, written into its record."""
     trainer, config, record = run.trainer, run.config, run.record
     model, masks, device = trainer.model, trainer.masks, trainer.device
     _reset_peak_memory(device)
     compact, compact_metrics = None, {}
-    with TelemetrySampler(_nvml_index(device), config.telemetry_period) as inference_telemetry:
+    with TelemetrySampler(nvml_index(device), config.telemetry_period) as inference_telemetry:
         synchronise(device)
         started = time.perf_counter()
         test_accuracy = trainer.evaluate(test)
@@ -300,7 +295,7 @@ def execute_group(
         train, val, test, _ = data.get(configs[0].dataset, configs[0].val_size)
         callbacks = [on_epoch if index == 0 else None for index in range(len(prepared))]
         _reset_peak_memory(device)
-        with TelemetrySampler(_nvml_index(device), configs[0].telemetry_period) as train_telemetry:
+        with TelemetrySampler(nvml_index(device), configs[0].telemetry_period) as train_telemetry:
             outcomes = fit_together([run.trainer for _, run in prepared], train, val, callbacks)
         peak_train_mb = _peak_memory_mb(device)
         energy = train_telemetry.energy_joules

@@ -347,6 +347,36 @@ def test_nvml_info_with_fake_nvml(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ size
+def _visible_gpu(monkeypatch, uuid: str, nvml_uuids: list[str] | None) -> None:
+    """CUDA sees one GPU with ``uuid``; NVML lists ``nvml_uuids`` (None: pynvml is not installed)."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(uuid=uuid))
+    if nvml_uuids is None:
+        monkeypatch.setattr(telemetry, "pynvml", None)
+        return
+    for name, function in {
+        "nvmlInit": lambda: None,
+        "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetCount": lambda: len(nvml_uuids),
+        "nvmlDeviceGetHandleByIndex": lambda index: index,
+        "nvmlDeviceGetUUID": lambda handle: nvml_uuids[handle],
+    }.items():
+        monkeypatch.setattr(telemetry.pynvml, name, function)
+
+
+def test_nvml_index_follows_the_gpu_not_cudas_numbering(monkeypatch):
+    # CUDA_VISIBLE_DEVICES=2 on a three-GPU node: CUDA calls it cuda:0, NVML calls it 2.
+    uuids = ["GPU-11111111-aaaa", "GPU-22222222-bbbb", "GPU-33333333-CCCC"]
+    _visible_gpu(monkeypatch, "33333333-cccc", uuids)
+    assert telemetry.nvml_index(torch.device("cuda", 0)) == 2
+    assert telemetry.nvml_index(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("nvml_uuids", [["GPU-11111111-aaaa"], None], ids=["no-match", "no-pynvml"])
+def test_nvml_index_falls_back_to_cudas_index(monkeypatch, nvml_uuids):
+    _visible_gpu(monkeypatch, "99999999-ffff", nvml_uuids)
+    assert telemetry.nvml_index(torch.device("cuda", 1)) == 1
+
+
 def test_sparse_bytes_beat_dense_bytes_for_a_mostly_zero_model():
     torch.manual_seed(0)
     model = build_fcnn(MNIST_SHAPE, 10)

@@ -320,6 +320,54 @@ class TelemetrySampler:
         }
 
 
+def _uuid_key(uuid: Any) -> str:
+    """A GPU UUID as CUDA and NVML both know it: lower case, without NVML's ``GPU-`` prefix."""
+    return _text(uuid).strip().lower().removeprefix("gpu-")
+
+
+def nvml_index(device: Any) -> int | None:
+    """NVML's index of a torch CUDA device, or ``None`` for any other device.
+
+    CUDA numbers only the GPUs that ``CUDA_VISIBLE_DEVICES`` leaves visible, in its own order, while
+    NVML numbers every GPU of the machine; on a shared node "cuda:0" can be NVML's GPU 3. The two
+    are matched by the GPU's UUID, so telemetry describes the GPU the run actually used. Where the
+    UUID cannot be read or matched, CUDA's index is the best guess left.
+    """
+    if getattr(device, "type", None) != "cuda":
+        return None
+    import torch  # only here: the rest of this module must work without touching CUDA
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        wanted = _uuid_key(torch.cuda.get_device_properties(index).uuid)
+    except Exception:  # an older torch without ``uuid``, or no usable CUDA device
+        return index
+    found = _nvml_index_of_uuid(wanted)
+    return index if found is None else found
+
+
+def _nvml_index_of_uuid(wanted: str) -> int | None:
+    """The NVML index of the GPU with this UUID key, or ``None`` (no NVML, no such GPU, any failure)."""
+    if pynvml is None:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            if _uuid_key(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))) == wanted:
+                return index
+        return None
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
 def nvml_info() -> dict:
     """What NVML can see, for ``bench info``; never raises.
 
