@@ -64,7 +64,7 @@ def run(
     lr: float = typer.Option(DEFAULTS.lr, help="Adam learning rate."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, help="Training batch size."),
     augment: bool = typer.Option(DEFAULTS.augment, help="Random crop (4-pixel padding) and horizontal flip on the device."),
-    val_size: Optional[int] = typer.Option(DEFAULTS.val_size, help="Training images held out for validation [default: 5000, or a tenth of a smaller training set]."),
+    val_size: Optional[int] = typer.Option(DEFAULTS.val_size, help="Training images held out for validation (default: 5,000, or a tenth of a smaller training set)."),
     device: str = typer.Option(DEFAULTS.device, help="auto | cpu | cuda"),
     data_dir: Optional[Path] = typer.Option(None, help="A folder that already holds the dataset files (no download)."),
     results: Path = typer.Option(Path("results"), help="Where run records are written."),

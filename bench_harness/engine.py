@@ -145,6 +145,10 @@ class Trainer:
         self.graph: StepGraph | None = None
         self.wants_graph = use_cuda_graph and device.type == "cuda" and pruner.capturable
         self.graph_error: str | None = None
+        self.capture_seconds = 0.0
+        """Wall-clock spent capturing the step graph (kept out of the epochs' training seconds)."""
+        self.epoch_capture_seconds = 0.0
+        """The part of ``capture_seconds`` spent in the current epoch."""
         self._data: ResidentSplit | None = None
         self._order: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=device)
@@ -158,7 +162,9 @@ class Trainer:
 
     def _keep_activation(self, name: str) -> Callable:
         def hook(module, inputs, output):
-            self.activations[name] = output
+            # Detached: a reference to the graph-building output would keep the step's autograd
+            # graph alive until the next step replaces it.
+            self.activations[name] = output.detach()
         return hook
 
     def stream_context(self):
@@ -200,6 +206,7 @@ class Trainer:
             self._draw = self.augmenter.draw(len(data)) if self.augmenter is not None else None
             self._loss_sum.zero_()
             self._steps_done = 0
+            self.epoch_capture_seconds = 0.0
             if self.graph is not None and self.graph.data is not data:
                 self.graph = None  # a graph reads the split it was captured on; a new split needs a new capture
             if self.graph is not None:
@@ -234,21 +241,34 @@ class Trainer:
         self.graph = None
 
     def _capture(self, data: ResidentSplit, next_step: int) -> None:
+        # Capturing synchronises the device and empties allocator caches: a one-off cost per run,
+        # timed on its own so it does not pass for training time.
+        started = time.perf_counter()
         try:
             self.graph = StepGraph(self, data, self._order, self._draw, next_step, self._loss_sum)
         except Exception as exc:  # noqa: BLE001 - an uncapturable step still trains, eagerly
             self.graph, self.wants_graph = None, False
+            # A capture error (an operation a graph cannot hold) leaves the device usable; a sticky
+            # error from earlier work merely surfaced here, and must stop the grid as it would anywhere.
+            synchronise(self.device)
             self.graph_error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"CUDA graph capture failed, training eagerly instead: {self.graph_error}")
+        finally:
+            elapsed = time.perf_counter() - started
+            self.capture_seconds += elapsed
+            self.epoch_capture_seconds += elapsed
 
     def end_epoch(self) -> tuple[float, float]:
-        """Finish the epoch: (mean batch loss, seconds). The epoch's single host synchronisation."""
+        """Finish the epoch: (mean batch loss, training seconds without graph capture).
+
+        The epoch's single host synchronisation.
+        """
         with self.stream_context():
             mean_loss = float(self._loss_sum) / self._steps_done
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(f"Training diverged: the mean training loss of the epoch is {mean_loss}.")
             synchronise(self.device)
-            return mean_loss, time.perf_counter() - self._epoch_started
+            return mean_loss, time.perf_counter() - self._epoch_started - self.epoch_capture_seconds
 
     def train_epoch(self, data: ResidentSplit) -> tuple[float, float]:
         """One pass over the training split; returns (mean batch loss, seconds)."""
@@ -344,7 +364,8 @@ def fit_together(
             for index in list(active):
                 guarded(index, trainers[index].advance)
         losses = {index: guarded(index, trainers[index].end_epoch) for index in list(active)}
-        group_seconds = time.perf_counter() - started
+        # Captures happen one after another on the host; none of them is training.
+        group_seconds = time.perf_counter() - started - sum(trainers[index].epoch_capture_seconds for index in active)
         for index in list(active):
             trainer = trainers[index]
             report = guarded(index, lambda: trainer.finish_epoch(epoch, losses[index][0], group_seconds, val))
@@ -392,17 +413,27 @@ class StepGraph:
         self.load_epoch(order, draw, start_step=next_step)
         # Gradients must be born inside the capture, from the graph's private memory pool.
         trainer.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=trainer.stream):
-            row = self.cursor.view(1)
-            index = self.order.index_select(0, row).view(-1)
-            images = data.images.index_select(0, index)
-            if self.draw is not None:
-                images = trainer.augmenter(images, AugmentationDraw(*(t.index_select(0, row).view(-1) for t in self._draw_tensors())))
-            loss = trainer.update(images, data.labels.index_select(0, index))
-            self.loss_sum.add_(loss)
-            self.cursor.add_(1)
+        self.graph = self._record(trainer, lambda: self._step(trainer))
         # Capture records without executing: the first replay performs step `next_step` for real.
+
+    def _step(self, trainer: Trainer) -> None:
+        """The captured work: the batch at the cursor, one full training step, the cursor moved on."""
+        row = self.cursor.view(1)
+        index = self.order.index_select(0, row).view(-1)
+        images = self.data.images.index_select(0, index)
+        if self.draw is not None:
+            images = trainer.augmenter(images, AugmentationDraw(*(t.index_select(0, row).view(-1) for t in self._draw_tensors())))
+        loss = trainer.update(images, self.data.labels.index_select(0, index))
+        self.loss_sum.add_(loss)
+        self.cursor.add_(1)
+
+    @staticmethod
+    def _record(trainer: Trainer, step: Callable[[], None]) -> torch.cuda.CUDAGraph:
+        """Capture ``step`` once on the run's stream (where it will be replayed)."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=trainer.stream):
+            step()
+        return graph
 
     def _draw_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return (self.draw.shift_rows, self.draw.shift_columns, self.draw.flip)

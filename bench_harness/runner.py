@@ -199,10 +199,11 @@ def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_
     torch.manual_seed(config.seed)
     model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
     layers = find_prunable_layers(model)
-    # Adam keeps its step count on the device when capturable, which a CUDA graph requires; runs
-    # that will not be captured keep the faster ordinary path.
-    will_capture = use_cuda_graph and device.type == "cuda" and pruner_class.capturable
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=will_capture)
+    # On a GPU, Adam always keeps its step count and bias correction on the device (capturable), as
+    # a CUDA graph requires: the non-capturable path rounds the bias correction differently (host
+    # floats), so a run trained eagerly (--no-cuda-graphs, a non-capturable pruner, a failed
+    # capture) would otherwise compute something slightly different from a captured one.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=device.type == "cuda")
     masks = MaskSet(layers)
     context = PruningContext(model, layers, optimizer, config.seed, device, config.granularity, config.batch_size)
     pruner = pruner_class(context)
@@ -304,6 +305,7 @@ def execute_group(
             record["metrics"].update({
                 "train_images": len(train), "val_images": len(val), "test_images": len(test),
                 "concurrent_runs": len(prepared), "engine": run.trainer.engine, "graph_error": run.trainer.graph_error,
+                "capture_seconds": run.trainer.capture_seconds,
                 "peak_memory_mb": peak_train_mb,
                 "train_energy_joules": None if energy is None else energy / len(prepared),
             })

@@ -7,14 +7,16 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from bench_harness import engine
+from bench_harness.augment import RandomCropFlip
 from bench_harness.cli import app
 from bench_harness.data import split_validation
 from bench_harness.datasets import make_synthetic
-from bench_harness.engine import Normaliser, ResidentSplit, Trainer, fit_together
+from bench_harness.engine import Normaliser, ResidentSplit, StepGraph, Trainer, fit_together
 from bench_harness.masks import MaskSet
 from bench_harness.models import build_fcnn
 from bench_harness.plugins import registries
-from bench_harness.pruner import PruningContext, find_prunable_layers
+from bench_harness.pruner import PruningContext, RunningMean, RunningMeans, find_prunable_layers
 from bench_harness.schedule import PruningSchedule
 
 EPOCHS, EVERY, RATE, BATCH, LR = 4, 2, 0.4, 50, 0.002
@@ -25,7 +27,7 @@ def splits():
     return split_validation(make_synthetic(num_train=600, num_test=100), 100)
 
 
-def engine_trainer(splits, pruner_name, seed):
+def engine_trainer(splits, pruner_name, seed, augment=False):
     torch.manual_seed(seed)
     model = build_fcnn(tuple(splits.train_images.shape[1:]), 10)
     layers = find_prunable_layers(model)
@@ -35,7 +37,8 @@ def engine_trainer(splits, pruner_name, seed):
     pruner = pruner_class(PruningContext(model, layers, optimizer, seed, torch.device("cpu"), "connections", BATCH))
     schedule = PruningSchedule.build(EPOCHS, EVERY, RATE, prunes=pruner_class.prunes)
     return Trainer(model, optimizer, layers, masks, pruner, schedule, Normaliser(splits.mean, splits.std, torch.device("cpu")),
-                   BATCH, seed, torch.device("cpu"), "connections", "layer")
+                   BATCH, seed, torch.device("cpu"), "connections", "layer",
+                   augmenter=RandomCropFlip(seed, torch.device("cpu")) if augment else None)
 
 
 def resident(splits):
@@ -141,3 +144,114 @@ def test_a_device_failure_stops_the_group_instead_of_failing_every_run(splits):
     first.advance = lambda: (_ for _ in ()).throw(RuntimeError("CUDA error: an illegal memory access was encountered"))
     with pytest.raises(DeviceFailure):
         fit_together([first, second], *resident(splits))
+
+
+# --- the CUDA-graph path's bookkeeping, checked on the CPU ----------------------------------------
+# A CUDA graph cannot be captured without a GPU, but everything around it can be checked: the static
+# order and augmentation buffers, the device-side cursor, the switch from warm-up steps to replays,
+# the eager last partial batch, and in-place updates of everything the graph reads.
+
+
+class ReplayedStep:
+    """Stands in for a captured graph: each replay runs the recorded step again, as Python.
+
+    A replayed backward writes the static gradients rather than adding to them, so they are zeroed
+    first, which is what the graph's arithmetic amounts to.
+    """
+
+    def __init__(self, trainer, step):
+        self.optimizer, self.step = trainer.optimizer, step
+
+    def replay(self):
+        self.optimizer.zero_grad(set_to_none=False)
+        self.step()
+
+
+@pytest.fixture
+def replayed_graphs(monkeypatch):
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(ReplayedStep))
+
+
+@pytest.fixture(scope="module")
+def ragged_splits():
+    """530 training images: 10 full batches of 50 and a partial one, which the engine trains eagerly."""
+    return split_validation(make_synthetic(num_train=630, num_test=100), 100)
+
+
+def graph_trainer(splits, pruner_name, seed, augment):
+    trainer = engine_trainer(splits, pruner_name, seed, augment)
+    trainer.wants_graph = True  # what a CUDA device would set
+    return trainer
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+@pytest.mark.parametrize("pruner_name", ["none", "magnitude", "taylor", "contribution"])
+def test_replayed_step_graph_trains_exactly_like_eager_steps(replayed_graphs, ragged_splits, pruner_name, augment):
+    eager = engine_trainer(ragged_splits, pruner_name, 3, augment)
+    graphed = graph_trainer(ragged_splits, pruner_name, 3, augment)
+    outcomes = fit_together([eager, graphed], *resident(ragged_splits))
+    assert [outcome.error for outcome in outcomes] == [None, None]
+    assert (eager.engine, graphed.engine) == ("eager", "cuda-graph")
+    assert [r.train_loss for r in outcomes[0].history] == [r.train_loss for r in outcomes[1].history]
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
+        assert torch.equal(a, b)
+    assert graphed.graph.cursor.item() == len(ragged_splits.train_labels) // BATCH  # every full batch, once
+
+
+def _tensors_the_graph_reads(trainer):
+    """Every tensor a captured step reads or writes, by identity of its storage."""
+    pruner_stats = []
+    for value in vars(trainer.pruner).values():
+        if isinstance(value, RunningMeans):
+            pruner_stats += [*value.totals, value.count]
+        elif isinstance(value, RunningMean):
+            pruner_stats += [value.total, value.count]
+    assert pruner_stats, "the pruner keeps no running statistics"
+    optimizer_state = [t for state in trainer.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    parameters = list(trainer.model.parameters())
+    tensors = parameters + [p.grad for p in parameters] + list(trainer.masks._masks) + optimizer_state + pruner_stats
+    tensors += [trainer._loss_sum, trainer.graph.order, trainer.graph.cursor]
+    return {name: tensor.data_ptr() for name, tensor in enumerate(tensors)}
+
+
+@pytest.mark.parametrize("pruner_name", ["taylor", "contribution"])
+def test_pruning_and_evaluation_update_what_the_graph_reads_in_place(replayed_graphs, ragged_splits, pruner_name):
+    trainer = graph_trainer(ragged_splits, pruner_name, 0, augment=False)
+    train, val = resident(ragged_splits)
+    trainer.train_epoch(train)
+    before = _tensors_the_graph_reads(trainer)
+    assert trainer.prune_now() > 0
+    trainer.evaluate(val)
+    trainer.train_epoch(train)  # replays, then the eager partial batch
+    assert _tensors_the_graph_reads(trainer) == before
+
+
+def test_a_failed_capture_trains_eagerly_and_says_why(monkeypatch, ragged_splits):
+    def refuse(trainer, step):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(refuse))
+    eager = engine_trainer(ragged_splits, "taylor", 5)
+    failed = graph_trainer(ragged_splits, "taylor", 5, augment=False)
+    with pytest.warns(UserWarning, match="training eagerly"):
+        outcomes = fit_together([eager, failed], *resident(ragged_splits))
+    assert outcomes[1].error is None  # not taken for a broken device: the run goes on
+    assert failed.engine == "eager" and "operation not permitted" in failed.graph_error
+    for a, b in zip(eager.model.parameters(), failed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_capture_time_is_recorded_apart_from_training_time(monkeypatch, ragged_splits):
+    skew = {"seconds": 0.0}
+    real_clock = engine.time.perf_counter
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: real_clock() + skew["seconds"])
+
+    def slow_capture(trainer, step):
+        skew["seconds"] += 1000.0  # a capture that takes 1,000 s on this clock
+        return ReplayedStep(trainer, step)
+
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(slow_capture))
+    trainer = graph_trainer(ragged_splits, "none", 0, augment=False)
+    outcome = fit_together([trainer], *resident(ragged_splits))[0]
+    assert trainer.capture_seconds >= 1000.0
+    assert all(report.train_seconds < 1000.0 for report in outcome.history)
