@@ -255,3 +255,23 @@ def test_capture_time_is_recorded_apart_from_training_time(monkeypatch, ragged_s
     outcome = fit_together([trainer], *resident(ragged_splits))[0]
     assert trainer.capture_seconds >= 1000.0
     assert all(report.train_seconds < 1000.0 for report in outcome.history)
+
+
+
+def test_a_broken_device_is_not_mistaken_for_a_failed_capture(monkeypatch, ragged_splits):
+    # A sticky error from earlier work can surface during capture; it must propagate (and stop the
+    # grid, see the device-failure test above), not be recorded as "this step cannot be captured".
+    def refuse(trainer, step):
+        raise RuntimeError("capture failed")
+
+    def device_is_broken(device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    trainer = graph_trainer(ragged_splits, "none", 0, augment=False)
+    trainer.begin_epoch(resident(ragged_splits)[0])
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(refuse))
+    monkeypatch.setattr(engine, "synchronise", device_is_broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        for _ in range(StepGraph.WARMUP_STEPS):
+            trainer.advance()
+    assert trainer.graph_error is None
