@@ -198,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, print the tables, write the JSON; exit 1 if a check failed."""
     args = parse_args(argv)
     device = resolve_device(args.device)
+    environment = describe_environment(device)  # read before measuring: the commit measured, not the one at the end
     results = {name: benchmark_model(name, device, args) for name in args.models}
     payload = {
         "benchmark": "bench-harness compaction: masked vs physically compacted neuron-pruned models",
-        "environment": describe_environment(device),
+        "environment": environment,
         "settings": {
             "fraction": args.fraction, "criterion": args.criterion, "batch_sizes": args.batch_sizes, "rounds": args.rounds,
             "timing_warmup": timing_repeats(device)[0], "timing_repeats": timing_repeats(device)[1], "seed": args.seed,

@@ -522,6 +522,7 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
     base = RunConfig(epochs=args.grid_epochs, device=args.device)
     configs = plan_runs(base, list(BUILTIN_PRUNERS), [workload.dataset], args.grid_seeds, found)
     device = resolve_device(args.device)
+    environment = describe_environment(device)  # read before measuring: the commit measured, not the one at the end
     with tempfile.TemporaryDirectory(prefix="speed-grid-") as folder:
         summary, seconds = timed(device, lambda: run_grid(configs, found, ResultsStore(folder), None, force=True, concurrency=concurrency))
         metrics = [record["metrics"] for record in ResultsStore(folder).records() if record.get("status") == "ok"]
@@ -775,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "benchmark": "bench-harness speed: textbook loop vs engine",
         "data": "synthetic uint8 pixels (class patterns, random shifts and gain, Gaussian noise) with MNIST's and CIFAR-10's shapes",
-        "environment": describe_environment(device),
+        "environment": environment,
         "settings": {
             "epochs": args.epochs, "warmup_epochs": 1, "batch_size": PROTOCOL.batch_size, "lr": PROTOCOL.lr, "optimizer": "Adam",
             "workers": args.workers, "concurrency": concurrency, "prune_events": args.prune_events, "seed": args.seed,

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, print the table, write the JSON."""
     args = parse_args(argv)
     device = resolve_device(args.device)
+    environment = describe_environment(device)  # read before measuring: the commit measured, not the one at the end
     args.concurrency = args.concurrency or default_concurrency(device)
     sizes = {model: (args.train_images or WORKLOADS[model].train_images, 1) for model in args.models}
     with synthetic_datasets(sizes):
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "benchmark": "bench-harness telemetry: training time with and without the NVML sampler",
         "data": "synthetic uint8 pixels with MNIST's and CIFAR-10's shapes (see speed.py)",
-        "environment": describe_environment(device),
+        "environment": environment,
         "settings": {
             "period": args.period, "trial_epochs": args.trial_epochs, "rounds": args.rounds, "concurrency": args.concurrency,
             "sizes": sizes, "batch_size": RunConfig().batch_size,
