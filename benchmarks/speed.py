@@ -522,7 +522,6 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
     base = RunConfig(epochs=args.grid_epochs, device=args.device)
     configs = plan_runs(base, list(BUILTIN_PRUNERS), [workload.dataset], args.grid_seeds, found)
     device = resolve_device(args.device)
-    environment = describe_environment(device)  # read before measuring: the commit measured, not the one at the end
     with tempfile.TemporaryDirectory(prefix="speed-grid-") as folder:
         summary, seconds = timed(device, lambda: run_grid(configs, found, ResultsStore(folder), None, force=True, concurrency=concurrency))
         metrics = [record["metrics"] for record in ResultsStore(folder).records() if record.get("status") == "ok"]
@@ -764,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every measurement, print the report and write the JSON file."""
     args = parse_args(argv)
     device = resolve_device(args.device)
+    environment = describe_environment(device)  # read before measuring: the commit measured, not the one at the end
     if args.workers is None:
         args.workers = 4 if device.type == "cuda" else 0
     concurrency = args.concurrency or default_concurrency(device)
