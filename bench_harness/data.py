@@ -111,6 +111,9 @@ class DatasetSpec:
     input_shape: tuple[int, int, int]
     num_classes: int
     load: Callable[[DataRequest], ImageSplits]
+    train_images: int | None = None
+    """Images in the training split, where known before loading (lets ``--val-size`` equal to the
+    default be recognised as the default, so such runs are not redone)."""
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -394,6 +394,7 @@ BUILTIN_DATASETS = (
         (1, 28, 28),
         10,
         load_mnist,
+        train_images=60_000,
     ),
     DatasetSpec(
         "cifar10",
@@ -402,6 +403,7 @@ BUILTIN_DATASETS = (
         (3, 32, 32),
         10,
         load_cifar10,
+        train_images=50_000,
     ),
     DatasetSpec(
         "fashion-mnist",
@@ -410,6 +412,7 @@ BUILTIN_DATASETS = (
         (1, 28, 28),
         10,
         load_fashion_mnist,
+        train_images=60_000,
     ),
     DatasetSpec(
         "synthetic",
@@ -418,6 +421,7 @@ BUILTIN_DATASETS = (
         SYNTHETIC_SHAPE,
         SYNTHETIC_CLASSES,
         load_synthetic,
+        train_images=2_000,
     ),
 )
 """The built-in datasets, in the order ``bench list`` shows them."""

@@ -53,6 +53,9 @@ def plan_runs(base: RunConfig, pruners: list[str], datasets: list[str], seeds: i
         spec = registries.datasets.get(dataset)
         model = base.model or spec.default_model
         registries.models.get(model)
+        val_size = base.val_size
+        if val_size is not None and spec.train_images is not None and val_size == resolve_val_size(None, spec.train_images):
+            val_size = None  # the default, spelt out: the same runs as leaving it unset
         for pruner_name in pruners:
             pruner_class = registries.pruners.get(pruner_name)
             if base.granularity not in pruner_class.granularities:
@@ -61,7 +64,7 @@ def plan_runs(base: RunConfig, pruners: list[str], datasets: list[str], seeds: i
                 raise UserError(
                     f"Pruner '{pruner_name}' supports {', '.join(pruner_class.granularities)} only, not --granularity {base.granularity}."
                 )
-            config = replace(base, pruner=pruner_name, dataset=dataset, model=model)
+            config = replace(base, pruner=pruner_name, dataset=dataset, model=model, val_size=val_size)
             if not pruner_class.prunes:
                 config = config.as_dense_reference()
             elif not PruningSchedule.build(config.epochs, config.prune_every, config.prune_rate, config.target_sparsity).event_epochs:

@@ -198,3 +198,13 @@ def test_a_sparsity_sweep_gives_one_table_per_target_and_trains_the_dense_refere
     assert sparsities == [pytest.approx(0.5, abs=0.01), pytest.approx(0.9, abs=0.01)]
     tables = json.loads(runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "json"]).output)
     assert len(tables) == 2 and all({row["pruner"] for row in table["rows"]} == {"none", "magnitude"} for table in tables)
+
+
+def test_the_default_validation_size_spelt_out_is_the_same_run(tmp_path):
+    base = ["run", "--pruner", "none", "--seeds", "1", *FAST, "--results", str(tmp_path)]
+    assert runner.invoke(app, base).exit_code == 0
+    spelt_out = runner.invoke(app, [*base, "--val-size", "200"])  # synthetic: a tenth of 2,000 images
+    assert spelt_out.exit_code == 0 and "1 already complete" in spelt_out.output
+    different = runner.invoke(app, [*base, "--val-size", "300"])
+    assert different.exit_code == 0 and "0 already complete" in different.output
+    assert sorted(record["metrics"]["val_images"] for record in records(tmp_path)) == [200, 300]
