@@ -70,3 +70,17 @@ def table(rows: list[list], headers: list[str]) -> str:
 def progress(message: str) -> None:
     """A progress line on stderr, so stdout holds only the report."""
     print(f"[{Path(sys.argv[0]).stem}] {message}", file=sys.stderr, flush=True)
+
+
+def report_header(environment: dict, how: str) -> list[str]:
+    """A report's first lines: what it was measured on (device, torch, commit), then how, then a blank."""
+    device = environment["gpu_name"] or f"CPU {environment['cpu_name']} ({environment['torch_threads']} torch threads)"
+    return [f"Device: {device}; torch {environment['torch']}; commit {environment['git_commit']}", how, ""]
+
+
+def model_list(parser, text: str, known) -> list[str]:
+    """The comma-separated ``--models`` value as a list, refused (exit 2) unless every name is known."""
+    models = [name.strip() for name in text.split(",") if name.strip()]
+    if not models or any(name not in known for name in models):
+        parser.error(f"--models takes {', '.join(known)}, got {models}")
+    return models

@@ -32,7 +32,7 @@ from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.runner import resolve_device
 from bench_harness.store import write_json_atomically
 
-from benchmark_env import default_output, describe_environment, progress, table
+from benchmark_env import default_output, describe_environment, model_list, report_header, progress, table
 
 INPUT_SHAPES = {"fcnn": (1, 28, 28), "cnn": (3, 32, 32)}
 """Each model at the shape of its seed-protocol dataset (MNIST, CIFAR-10)."""
@@ -140,14 +140,12 @@ def benchmark_model(model_name: str, device: torch.device, args: argparse.Namesp
 
 def report(payload: dict) -> str:
     """The human-readable tables of the JSON payload."""
-    environment, settings = payload["environment"], payload["settings"]
-    device = environment["gpu_name"] or f"CPU {environment['cpu_name']} ({environment['torch_threads']} torch threads)"
-    lines = [
-        f"Device: {device}; torch {environment['torch']}; commit {environment['git_commit']}",
+    settings = payload["settings"]
+    lines = report_header(
+        payload["environment"],
         f"{settings['fraction']:.0%} of every hidden layer's units removed by '{settings['criterion']}' in one event; "
         f"untrained weights; medians of {settings['rounds']} alternating rounds, each the median of {settings['timing_repeats']} timed passes.",
-        "",
-    ]
+    )
     check_rows, timing_rows = [], []
     for model_name, result in payload["results"].items():
         checks = result["checks"]
@@ -176,9 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation [default: 0]")
     parser.add_argument("--output", type=Path, default=None, help="JSON file for every figure [default: benchmarks/results/compaction-<device>-<date>.json]")
     args = parser.parse_args(argv)
-    args.models = [name.strip() for name in args.models.split(",") if name.strip()]
-    if not args.models or any(name not in INPUT_SHAPES for name in args.models):
-        parser.error(f"--models takes {', '.join(INPUT_SHAPES)}, got {args.models}")
+    args.models = model_list(parser, args.models, INPUT_SHAPES)
     try:
         args.batch_sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
     except ValueError:

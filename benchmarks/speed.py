@@ -40,7 +40,7 @@ from bench_harness.runner import DataCache, default_concurrency, plan_runs, prep
 from bench_harness.schedule import PruningSchedule
 from bench_harness.store import ResultsStore, write_json_atomically
 
-from benchmark_env import default_output, describe_environment, progress, table
+from benchmark_env import default_output, describe_environment, model_list, progress, table
 
 PROTOCOL = RunConfig()
 """The seed protocol's settings (batch 64, Adam lr 1e-3, 50 epochs, pruning every 5th epoch)."""
@@ -732,10 +732,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grid-seeds", type=int, default=PROTOCOL_SEEDS, help=f"seeds of the measured grid [default: {PROTOCOL_SEEDS}]")
     parser.add_argument("--output", type=Path, default=None, help="JSON file for every figure [default: benchmarks/results/speed-<device>-<date>.json]")
     args = parser.parse_args(argv)
-    args.models = [name.strip() for name in args.models.split(",") if name.strip()]
-    unknown = [name for name in args.models if name not in WORKLOADS]
-    if unknown or not args.models:
-        parser.error(f"--models takes {', '.join(WORKLOADS)}, got {args.models}")
+    args.models = model_list(parser, args.models, WORKLOADS)
     for option in ("epochs", "train_images", "test_images", "concurrency", "grid_epochs", "grid_seeds"):
         value = getattr(args, option)
         if value is not None and value < 1:

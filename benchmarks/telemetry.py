@@ -31,7 +31,7 @@ from bench_harness.plugins import registries
 from bench_harness.runner import DataCache, default_concurrency, resolve_device
 from bench_harness.store import write_json_atomically
 
-from benchmark_env import default_output, describe_environment, progress, table
+from benchmark_env import default_output, describe_environment, model_list, report_header, progress, table
 from speed import WORKLOADS, build_trainer, synthetic_datasets, timed
 
 TARGET_PERCENT = 1.0
@@ -99,14 +99,12 @@ def measure_model(model: str, device: torch.device, args: argparse.Namespace) ->
 
 def report(payload: dict) -> str:
     """The human-readable table of the JSON payload."""
-    environment, settings = payload["environment"], payload["settings"]
-    device = environment["gpu_name"] or f"CPU {environment['cpu_name']} ({environment['torch_threads']} torch threads)"
-    lines = [
-        f"Device: {device}; torch {environment['torch']}; commit {environment['git_commit']}",
+    settings = payload["settings"]
+    lines = report_header(
+        payload["environment"],
         f"Each trial trains {settings['concurrency']} concurrent runs for {settings['trial_epochs']} epoch(s); "
         f"{settings['rounds']} rounds of one trial with and one without the sampler (period {settings['period']} s), order alternating.",
-        "",
-    ]
+    )
     rows, inactive = [], []
     for model, result in payload["results"].items():
         samples = [count for count in result["samples_per_trial"] if count is not None]
@@ -134,9 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-images", type=int, default=None, help="training images per dataset [default: 60,000 / 50,000, the real sizes]")
     parser.add_argument("--output", type=Path, default=None, help="JSON file [default: benchmarks/results/telemetry-<device>-<date>.json]")
     args = parser.parse_args(argv)
-    args.models = [name.strip() for name in args.models.split(",") if name.strip()]
-    if not args.models or any(name not in WORKLOADS for name in args.models):
-        parser.error(f"--models takes {', '.join(WORKLOADS)}, got {args.models}")
+    args.models = model_list(parser, args.models, WORKLOADS)
     for option in ("trial_epochs", "rounds", "concurrency", "train_images"):
         value = getattr(args, option)
         if value is not None and value < 1:
