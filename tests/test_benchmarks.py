@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end at tiny sizes and write what their READMEs promise.
+
+These check that the measuring tools work, never how fast anything is: performance is measured by
+running the scripts themselves (see benchmarks/README.md).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_script(name: str, *args: str, output: Path) -> dict:
+    """Run one script on the CPU with one thread; return its JSON."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--device", "cpu", *args, "--output", str(output)]
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"JSON written to {output}" in finished.stdout
+    return json.loads(output.read_text())
+
+
+def test_speed_benchmark_runs_both_loops_and_every_pruner(tmp_path):
+    payload = run_script(
+        "speed", "--models", "fcnn", "--train-images", "300", "--epochs", "1", "--prune-events", "1",
+        "--measure-grid", "--grid-epochs", "6", "--grid-seeds", "1", output=tmp_path / "speed.json",
+    )
+    result = payload["results"]["fcnn"]
+    assert result["textbook"]["epoch_seconds"] > 0 and result["engine"]["epoch_seconds"] > 0
+    assert set(result["pruning"]) == {"magnitude", "random", "taylor", "contribution"}  # each against "none"
+    grid = result["grid"]["measured"]
+    assert (grid["runs"], grid["completed"], grid["failed"]) == (5, 5, [])  # one seed of every built-in pruner
+    assert payload["environment"]["git_commit"] is None or len(payload["environment"]["git_commit"]) >= 40
+
+
+def test_compaction_benchmark_checks_the_compact_model(tmp_path):
+    payload = run_script("compaction", "--batch-sizes", "1,8", "--rounds", "1", output=tmp_path / "compaction.json")
+    for model, halved in (("fcnn", {"300": 150, "100": 50}), ("cnn", {"32": 16, "64": 32})):
+        result = payload["results"][model]
+        assert result["checks"]["params_equal"] and result["checks"]["outputs_equal"]
+        assert {str(units["before"]): units["after"] for units in result["units"].values()} == halved
+        assert [timing["batch_size"] for timing in result["timings"]] == [1, 8]
+
+
+def test_telemetry_benchmark_says_when_it_measured_nothing(tmp_path):
+    payload = run_script(
+        "telemetry", "--models", "fcnn", "--train-images", "300", "--trial-epochs", "1", "--rounds", "2", output=tmp_path / "telemetry.json"
+    )
+    result = payload["results"]["fcnn"]
+    assert len(result["seconds_with"]) == len(result["seconds_without"]) == 2
+    assert result["sampler_active"] is False and result["sampler_error"]  # a CPU run: NVML has no device to watch
+
+
+@pytest.mark.parametrize("name, args", [("compaction", ["--fraction", "1.5"]), ("telemetry", ["--rounds", "0"]), ("speed", ["--models", "vgg"])])
+def test_benchmark_options_are_checked(name, args):
+    finished = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2 and "error:" in finished.stderr
