@@ -136,10 +136,12 @@ _METRICS = (
     _Metric("peak_memory_mb", "peak_memory_mb", "peak mem (MB) ↓", 1.0, "{:.1f}".format),
     # Added by a later feature, so absent from older records: shown only where some run has them.
     _Metric("compression_ratio", "compression_ratio", "compression (×) ↑", 1.0, "{:.2f}".format, True),
-    _Metric("flops_effective", "flops_effective", "FLOPs effective ↓", 1.0, _count, True),
+    _Metric("flops_effective", "flops_effective", "FLOPs effective (MAC/sample) ↓", 1.0, _count, True),
     _Metric("latency_ms_batch1", "latency_ms_batch1", "latency b1 (ms) ↓", 1.0, _quantity, True),
+    _Metric("throughput_per_second", "throughput_per_second", "throughput (img/s) ↑", 1.0, _quantity, True),
     _Metric("compact_speedup", "compact_speedup", "compact speedup (×) ↑", 1.0, "{:.2f}".format, True),
     _Metric("train_energy_joules", "train_energy_joules", "train energy (J) ↓", 1.0, _quantity, True),
+    _Metric("inference_energy_joules", "inference_energy_joules", "inference energy (J) ↓", 1.0, _quantity, True),
 )
 
 ACCURACY_HEADER = "test acc (%) ↑"

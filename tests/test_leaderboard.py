@@ -243,10 +243,11 @@ def test_optional_columns_only_when_present():
     plain = only_board(three_seeds("magnitude"))
     assert "compression (×) ↑" not in plain.table.columns
     assert "compression_ratio" not in plain.stats.columns
-    extra = {"compression_ratio": 2.58, "latency_ms_batch1": 0.05, "train_energy_joules": None}
+    extra = {"compression_ratio": 2.58, "latency_ms_batch1": 0.05, "throughput_per_second": 1.5e5, "inference_energy_joules": 2.5,
+             "train_energy_joules": None}
     records = three_seeds("magnitude") + [make_record("random", 0, 0.5, metrics=extra)]
     board = only_board(records)
-    assert {"compression (×) ↑", "latency b1 (ms) ↓"} <= set(board.table.columns)
+    assert {"compression (×) ↑", "latency b1 (ms) ↓", "throughput (img/s) ↑", "inference energy (J) ↓"} <= set(board.table.columns)
     assert "train energy (J) ↓" not in board.table.columns  # present but null everywhere
     shown = board.table.set_index("pruner")
     assert shown.loc["random", "compression (×) ↑"] == "2.58"
