@@ -242,7 +242,9 @@ class Trainer:
 
     def _capture(self, data: ResidentSplit, next_step: int) -> None:
         # Capturing synchronises the device and empties allocator caches: a one-off cost per run,
-        # timed on its own so it does not pass for training time.
+        # timed on its own so it does not pass for training time. The device is drained first, so
+        # the steps already queued count as training, not as capture.
+        synchronise(self.device)
         started = time.perf_counter()
         try:
             self.graph = StepGraph(self, data, self._order, self._draw, next_step, self._loss_sum)

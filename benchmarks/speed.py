@@ -529,7 +529,7 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
     train = sum(m["train_seconds"] / m["concurrent_runs"] for m in metrics)
     prune = sum(m["prune_seconds"] for m in metrics)
     # Captures run one after another on the host, so their times add up (zero without a GPU).
-    capture = sum(m.get("capture_seconds", 0.0) for m in metrics)
+    capture = sum(m["capture_seconds"] for m in metrics)
     return {
         "runs": len(configs), "completed": summary.completed, "failed": summary.failed, "seconds": seconds,
         "train_seconds": train, "prune_seconds": prune, "capture_seconds": capture, "other_seconds": seconds - train - prune - capture,

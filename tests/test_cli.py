@@ -30,6 +30,7 @@ def test_run_all_writes_one_complete_record_per_run_and_a_leaderboard(tmp_path):
         metrics = record["metrics"]
         for key in ("test_accuracy", "params_total", "params_nonzero", "sparsity", "train_seconds", "inference_seconds", "peak_memory_mb"):
             assert key in metrics
+        assert metrics["engine"] == "eager" and metrics["capture_seconds"] == 0.0  # the CPU captures nothing
         assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
         assert set(record["history"][0]) >= {"train_loss", "val_accuracy", "sparsity"}
         assert set(record["telemetry"]) >= {"train", "inference"}
