@@ -13,7 +13,6 @@ from typing import Iterator, List, Optional
 
 import typer
 
-import bench_harness
 from bench_harness.config import RunConfig
 from bench_harness.errors import DeviceFailure, UserError
 
