@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pluggy
 
@@ -109,6 +110,16 @@ def unregister_plugin(name: str) -> None:
         pm.unregister(plugin, name=name)
     _plugin_sources.pop(name, None)
     _registries_cache.clear()
+
+
+@contextmanager
+def registered_plugin(plugin: Any, name: str) -> Iterator[Any]:
+    """Register a plugin object by hand for the duration of a ``with`` block, then remove it."""
+    register_plugin(plugin, name)
+    try:
+        yield plugin
+    finally:
+        unregister_plugin(name)
 
 
 def plugin_infos() -> list[PluginInfo]:

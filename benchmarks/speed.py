@@ -35,7 +35,7 @@ from bench_harness.config import RunConfig, resolve_val_size
 from bench_harness.data import DatasetSpec, ImageSplits
 from bench_harness.engine import ResidentSplit, fit_together, synchronise
 from bench_harness.hookspecs import hookimpl
-from bench_harness.plugins import register_plugin, registries, unregister_plugin
+from bench_harness.plugins import registered_plugin, registries
 from bench_harness.runner import DataCache, default_concurrency, plan_runs, prepare_run, resolve_device, run_grid
 from bench_harness.schedule import PruningSchedule
 from bench_harness.store import ResultsStore, write_json_atomically
@@ -171,13 +171,8 @@ class SyntheticDatasets:
 @contextmanager
 def synthetic_datasets(sizes: dict[str, tuple[int, int]]) -> Iterator[SyntheticDatasets]:
     """Register the synthetic datasets as a plugin for the duration of the block."""
-    plugin = SyntheticDatasets(sizes)
-    name = "speed-benchmark-synthetic"
-    register_plugin(plugin, name)
-    try:
+    with registered_plugin(SyntheticDatasets(sizes), "speed-benchmark-synthetic") as plugin:
         yield plugin
-    finally:
-        unregister_plugin(name)
 
 
 # --- timing and memory -----------------------------------------------------------------------------

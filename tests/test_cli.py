@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from bench_harness import hookimpl
 from bench_harness.cli import app
-from bench_harness.plugins import register_plugin, unregister_plugin
+from bench_harness.plugins import registered_plugin
 from bench_harness.pruner import Pruner
 
 runner = CliRunner()
@@ -83,11 +83,8 @@ class ExplodingPlugin:
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
-    register_plugin(ExplodingPlugin(), "exploding")
-    try:
+    with registered_plugin(ExplodingPlugin(), "exploding"):
         result = runner.invoke(app, ["run", "--pruner", "exploding", "--pruner", "magnitude", "--seeds", "1", *FAST, "--results", str(tmp_path)])
-    finally:
-        unregister_plugin("exploding")
     assert result.exit_code == 1
     by_pruner = {r["pruner"]: r for r in records(tmp_path)}
     assert by_pruner["exploding"]["status"] == "failed"

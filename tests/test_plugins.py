@@ -10,7 +10,7 @@ import pytest
 
 from bench_harness import hookimpl
 from bench_harness.errors import UserError
-from bench_harness.plugins import plugin_infos, register_plugin, registries, unregister_plugin
+from bench_harness.plugins import plugin_infos, register_plugin, registered_plugin, registries
 from bench_harness.pruner import Pruner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,14 +38,11 @@ def test_a_second_pruner_under_a_taken_name_names_both_sources():
         def register_pruners(self, register):
             register(Impostor)
 
-    register_plugin(ImpostorPlugin(), "impostor")
-    try:
+    with registered_plugin(ImpostorPlugin(), "impostor"):
         with pytest.raises(UserError) as caught:
             registries()
         message = str(caught.value)
         assert "'magnitude'" in message and "bench_harness_plugins.magnitude" in message and "impostor" in message
-    finally:
-        unregister_plugin("impostor")
     assert "magnitude" in registries().pruners  # healthy again once the clash is gone
 
 
@@ -62,12 +59,9 @@ def test_registering_something_that_is_not_a_pruner_is_refused():
         def register_pruners(self, register):
             register(object)
 
-    register_plugin(Confused(), "confused")
-    try:
+    with registered_plugin(Confused(), "confused"):
         with pytest.raises(UserError, match="confused_plugin registered something unusable.*not a subclass of bench_harness.pruner.Pruner"):
             registries()
-    finally:
-        unregister_plugin("confused")
 
 
 def run_cli(*args, env_extra=None, cwd=None):
