@@ -303,6 +303,7 @@ def execute_group(
             outcomes = fit_together([run.trainer for _, run in prepared], train, val, callbacks)
         peak_train_mb = _peak_memory_mb(device)
         energy = train_telemetry.energy_joules
+        summary = train_telemetry.summary()  # one measurement of the whole group, shared by its runs
         for (position, run), outcome in zip(prepared, outcomes):
             record = run.record
             record["metrics"].update({
@@ -312,7 +313,6 @@ def execute_group(
                 "peak_memory_mb": peak_train_mb,
                 "train_energy_joules": None if energy is None else energy / len(prepared),
             })
-            summary = train_telemetry.summary()
             record["telemetry"]["train"] = None if summary is None else {**summary, "concurrent_runs": len(prepared)}
             try:
                 if outcome.error is not None:
