@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from bench_harness.errors import UserError
-from bench_harness.pruner import GRANULARITIES, SCOPES
+from bench_harness.pruner import GRANULARITIES, SCHEDULES, SCOPES
 
 EXECUTION_FIELDS = frozenset({"device", "telemetry_period"})
 """Fields that choose where a run executes, not what it computes; left out of the config hash."""
+
+PRUNING_FIELDS = (
+    "granularity", "scope", "schedule", "prune_every", "prune_rate", "target_sparsity", "prune_start", "prune_end",
+    "regrow_fraction", "regrow_every",
+)
+"""Fields that only matter to a pruner that prunes: the dense reference computes the same thing
+whatever they are, so its runs ignore them (one dense run serves every pruning table)."""
+
+REGROWTH_FIELDS = ("regrow_fraction", "regrow_every")
+"""Fields that only matter to a pruner that regrows (one that implements ``grow_scores``)."""
 
 
 DEFAULT_VAL_SIZE = 5000
@@ -26,6 +37,11 @@ def resolve_val_size(val_size: int | None, train_images: int) -> int:
     if val_size is not None:
         return val_size
     return min(DEFAULT_VAL_SIZE, train_images // 10)
+
+
+_FLOAT_FIELDS = frozenset({"lr", "prune_rate", "target_sparsity", "regrow_fraction"})
+_IDENTITY_FIELDS = frozenset({"pruner", "dataset", "model", "seed"})
+"""Always hashed, default or not: they name what the run is."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,20 @@ class RunConfig:
     """If set, overrides prune_rate with the rate that reaches this final fraction pruned."""
     granularity: str = "connections"
     scope: str = "layer"
+    """How an event's removals are shared between layers: layer | global | erk | lamp."""
+    schedule: str = "fixed"
+    """fixed: the same fraction of the alive elements per event; cubic: Zhu & Gupta's sparsity curve."""
+    prune_start: int | None = None
+    """The epoch after which the first event happens; None means ``prune_every``."""
+    prune_end: int | None = None
+    """The epoch after which the last event happens; None means the last multiple of ``prune_every``
+    before the final epoch."""
+    regrow_fraction: float = 0.3
+    """For pruners that regrow: the fraction of a layer's alive connections dropped and regrown at an
+    event (RigL's alpha), decayed with a cosine over the run's events."""
+    regrow_every: int = 0
+    """For pruners that regrow: also drop-and-regrow (without pruning) after every N-th epoch between
+    pruning events; 0 regrows only at pruning events."""
     augment: bool = False
     """On-device random crop (4-pixel padding) and horizontal flip of training images; the plan names none."""
     val_size: int | None = None
@@ -63,8 +93,8 @@ class RunConfig:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}.")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}.")
+        if not 0 < self.lr < math.inf:
+            raise UserError(f"--lr must be a positive finite number, got {self.lr}.")
         if self.prune_every < 1:
             raise UserError(f"--prune-every must be at least 1, got {self.prune_every}.")
         if not 0.0 <= self.prune_rate < 1.0:
@@ -75,6 +105,19 @@ class RunConfig:
             raise UserError(f"--granularity must be one of {', '.join(GRANULARITIES)}, got '{self.granularity}'.")
         if self.scope not in SCOPES:
             raise UserError(f"--scope must be one of {', '.join(SCOPES)}, got '{self.scope}'.")
+        if self.scope == "erk" and self.granularity != "connections":
+            raise UserError("--scope erk sets per-layer densities of connections; use it with --granularity connections.")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'.")
+        for name, epoch in (("--prune-start", self.prune_start), ("--prune-end", self.prune_end)):
+            if epoch is not None and not 1 <= epoch < self.epochs:
+                raise UserError(f"{name} must be an epoch from 1 to {self.epochs - 1} (never the last), got {epoch}.")
+        if self.prune_start is not None and self.prune_end is not None and self.prune_end < self.prune_start:
+            raise UserError(f"--prune-end ({self.prune_end}) must not come before --prune-start ({self.prune_start}).")
+        if not 0.0 <= self.regrow_fraction < 1.0:
+            raise UserError(f"--regrow-fraction must be in [0, 1), got {self.regrow_fraction}.")
+        if self.regrow_every < 0:
+            raise UserError(f"--regrow-every must not be negative, got {self.regrow_every}.")
         if self.val_size is not None and self.val_size < 0:
             raise UserError(f"--val-size must not be negative, got {self.val_size}.")
         if not self.telemetry_period > 0:
@@ -95,25 +138,35 @@ class RunConfig:
     def config_hash(self) -> str:
         """16 hex digits identifying what this run computes.
 
-        The payload is canonical: floats are floats (so 0 and 0.0 agree), and a rate that
-        ``target_sparsity`` overrides does not count.
+        Only settings that differ from their defaults enter the hash (as in open_lth), so adding a
+        new setting with a default never renames existing runs; in return a default is never changed
+        (a new behaviour gets a new option). The payload is canonical: floats are floats (0 and 0.0
+        agree), and a rate that ``target_sparsity`` overrides does not count.
         """
-        payload = {key: value for key, value in self.to_dict().items() if key not in EXECUTION_FIELDS}
-        for key in ("lr", "prune_rate", "target_sparsity"):
-            if payload[key] is not None:
-                payload[key] = float(payload[key])
-        if payload["target_sparsity"] is not None:
-            payload["prune_rate"] = None
+        defaults = RunConfig().to_dict()
+        payload = {}
+        for key, value in self.to_dict().items():
+            if key in EXECUTION_FIELDS or (key == "prune_rate" and self.target_sparsity is not None):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key in _FLOAT_FIELDS:
+                value = float(value)
+            if value != defaults[key] or key in _IDENTITY_FIELDS:
+                payload[key] = value
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def as_dense_reference(self) -> "RunConfig":
         """The same run with every pruning setting at its default: a pruner that never prunes
         computes the same thing whatever they are, so all such runs share one config hash."""
+        return self.with_defaults(PRUNING_FIELDS)
+
+    def without_regrowth(self) -> "RunConfig":
+        """The same run with the regrowth settings at their defaults, for a pruner that never regrows."""
+        return self.with_defaults(REGROWTH_FIELDS)
+
+    def with_defaults(self, names: tuple[str, ...]) -> "RunConfig":
+        """The same run with the named settings at their defaults."""
         defaults = RunConfig()
-        return replace(
-            self, granularity=defaults.granularity, scope=defaults.scope, prune_every=defaults.prune_every,
-            prune_rate=defaults.prune_rate, target_sparsity=defaults.target_sparsity,
-        )
+        return replace(self, **{name: getattr(defaults, name) for name in names})
 
     def run_id(self) -> str:
         """A readable, unique file stem: dataset, model, pruner, granularity, scope, seed, hash."""

@@ -22,8 +22,15 @@ from torch import nn
 GRANULARITIES = ("connections", "neurons")
 """``connections``: individual weights. ``neurons``: units of FC layers, channels of conv layers."""
 
-SCOPES = ("layer", "global")
-"""``layer``: every prunable layer loses the same fraction. ``global``: one ranking across layers."""
+SCOPES = ("layer", "global", "erk", "lamp")
+"""How an event shares its removals between layers (the allocation): ``layer``: every prunable layer
+keeps the same fraction; ``global``: one ranking of the scores across layers; ``erk``: per-layer
+densities from the Erdős–Rényi-kernel rule (Evci et al. 2020); ``lamp``: one ranking of
+LAMP-normalised scores (Lee et al. 2021)."""
+
+SCHEDULES = ("fixed", "cubic")
+"""How the kept fraction falls from event to event: ``fixed``: the same fraction of the alive
+elements per event; ``cubic``: Zhu & Gupta's (2017) curve, fast first and slow at the end."""
 
 
 @dataclass(eq=False)
