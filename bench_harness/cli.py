@@ -59,7 +59,16 @@ def run(
         None, help="Final fraction pruned; overrides --prune-rate. Repeat it to sweep (e.g. 0.5, 0.8, 0.9, 0.95, 0.98)."
     ),
     granularity: str = typer.Option(DEFAULTS.granularity, help="connections | neurons"),
-    scope: str = typer.Option(DEFAULTS.scope, help="layer (same fraction per layer) | global (one ranking)"),
+    scope: str = typer.Option(
+        DEFAULTS.scope, help="How removals are shared between layers: layer (same fraction) | global (one ranking) | erk | lamp."
+    ),
+    schedule: str = typer.Option(DEFAULTS.schedule, help="fixed (same fraction of the alive per event) | cubic (Zhu & Gupta)."),
+    prune_start: Optional[int] = typer.Option(DEFAULTS.prune_start, help="Epoch of the first event [default: --prune-every]."),
+    prune_end: Optional[int] = typer.Option(DEFAULTS.prune_end, help="Last epoch an event may follow [default: the one before the last]."),
+    regrow_fraction: float = typer.Option(
+        DEFAULTS.regrow_fraction, help="Pruners that regrow: fraction of alive connections dropped and regrown per event (cosine-decayed)."
+    ),
+    regrow_every: int = typer.Option(DEFAULTS.regrow_every, help="Pruners that regrow: also swap after every N-th epoch between events (0: never)."),
     lr: float = typer.Option(DEFAULTS.lr, help="Adam learning rate."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, help="Training batch size."),
     augment: bool = typer.Option(DEFAULTS.augment, help="Random crop (4-pixel padding) and horizontal flip on the device."),
@@ -89,8 +98,9 @@ def run(
         for target in target_sparsity or [DEFAULTS.target_sparsity]:
             base = RunConfig(
                 model=model, epochs=epochs, batch_size=batch_size, lr=lr, prune_every=prune_every, prune_rate=prune_rate,
-                target_sparsity=target, granularity=granularity, scope=scope, augment=augment, val_size=val_size, device=device,
-                telemetry_period=telemetry_period,
+                target_sparsity=target, granularity=granularity, scope=scope, schedule=schedule, prune_start=prune_start,
+                prune_end=prune_end, regrow_fraction=regrow_fraction, regrow_every=regrow_every, augment=augment,
+                val_size=val_size, device=device, telemetry_period=telemetry_period,
             )
             configs += plan_runs(base, pruners, datasets, seeds, found, skip_unsupported=all_pruners)
         configs = list({config.run_id(): config for config in configs}.values())  # the dense reference once per sweep

@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench_harness.augment import AugmentationDraw, RandomCropFlip
+from bench_harness.device import is_device_failure, synchronise  # noqa: F401 - re-exported for callers
 from bench_harness.errors import DeviceFailure
+from bench_harness.event import EventEntry, run_event
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import PrunableLayer, Pruner, StepView
-from bench_harness.schedule import PruningSchedule
+from bench_harness.schedule import EventPlan, PruningSchedule
 
 EVAL_BATCH_SIZE = 4096
 """Evaluation has no gradients, so it uses large batches: fewer launches, same numbers."""
@@ -53,6 +55,14 @@ class Normaliser:
         return images.float() * self.scale - self.shift
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy and accuracy (a fraction) of the model on one split."""
+
+    loss: float
+    accuracy: float
+
+
 @dataclass
 class EpochReport:
     """What one epoch produced, for the run's history and the progress bar."""
@@ -62,8 +72,12 @@ class EpochReport:
     val_accuracy: float | None
     sparsity: float
     pruned: int = 0
+    """Net elements the epoch's event removed (connections, or units for neuron pruning)."""
     train_seconds: float = 0.0
     prune_seconds: float = 0.0
+    val_loss: float | None = None
+    event: EventEntry | None = None
+    """The pruning event after this epoch, if there was one."""
 
 
 @dataclass
@@ -77,17 +91,48 @@ class TrainingOutcome:
     """Why the run stopped early, if it did."""
 
 
-def is_device_failure(exc: BaseException) -> bool:
-    """True for a CUDA error, which is sticky: every later call in the process fails too."""
-    # Recent PyTorch raises torch.AcceleratorError; older versions a RuntimeError naming CUDA.
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    return (accelerator_error is not None and isinstance(exc, accelerator_error)) or "CUDA error" in str(exc)
+class LayerTaps:
+    """Forward hooks that keep each prunable layer's input and/or output of the current step.
 
+    What a pruner with ``wants_inputs`` or ``wants_activations`` receives in its step view. The
+    tensors are detached (a reference to the graph-building tensors would keep the step's autograd
+    graph alive until the next step). Evaluation pauses the taps, and :meth:`remove` takes the
+    hooks off the model when training ends.
+    """
 
-def synchronise(device: torch.device) -> None:
-    """Wait for queued device work, so wall-clock times cover it (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def __init__(self, layers: list[PrunableLayer], inputs: bool, outputs: bool) -> None:
+        self.inputs: dict[str, torch.Tensor] | None = {} if inputs else None
+        self.outputs: dict[str, torch.Tensor] | None = {} if outputs else None
+        self._active = True
+        self._handles = [layer.module.register_forward_hook(self._hook(layer.name)) for layer in layers] if inputs or outputs else []
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module, args, output):
+            if not self._active:
+                return
+            if self.inputs is not None:
+                self.inputs[name] = args[0].detach()
+            if self.outputs is not None:
+                self.outputs[name] = output.detach()
+        return hook
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Leave the kept tensors alone during the block (evaluation passes)."""
+        self._active = False
+        try:
+            yield
+        finally:
+            self._active = True
+
+    def remove(self) -> None:
+        """Take the hooks off the model and forget the kept tensors."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for kept in (self.inputs, self.outputs):
+            if kept is not None:
+                kept.clear()
 
 
 class Trainer:
@@ -131,11 +176,10 @@ class Trainer:
         # The shuffle has its own generator, seeded per run, so data order never depends on how many
         # random numbers model initialisation or a pruner happened to draw.
         self.shuffle_generator = torch.Generator(device=device).manual_seed(seed)
-        self.activations: dict[str, torch.Tensor] | None = None
-        if pruner.wants_activations:
-            self.activations = {}
-            for layer in layers:
-                layer.module.register_forward_hook(self._keep_activation(layer.name))
+        self.taps = LayerTaps(layers, inputs=pruner.wants_inputs, outputs=pruner.wants_activations)
+        # Unmasked gradients are copied into buffers that live as long as the run, so a captured
+        # graph writes each step's copy where the pruner reads it.
+        self.dense_gradients = {layer.name: torch.zeros_like(layer.weight) for layer in layers} if pruner.wants_dense_gradients else None
         # Each run works on its own CUDA stream (captured and replayed on that same stream, which is
         # the combination that replays reliably), so several runs can overlap on one GPU.
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -160,13 +204,6 @@ class Trainer:
         """How the run trains: ``cuda-graph`` once a step graph has been captured, else ``eager``."""
         return "cuda-graph" if self.graph is not None else "eager"
 
-    def _keep_activation(self, name: str) -> Callable:
-        def hook(module, inputs, output):
-            # Detached: a reference to the graph-building output would keep the step's autograd
-            # graph alive until the next step replaces it.
-            self.activations[name] = output.detach()
-        return hook
-
     def stream_context(self):
         """Run the block on this run's stream (a no-op on the CPU)."""
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
@@ -179,9 +216,11 @@ class Trainer:
         """
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
+        if self.dense_gradients is not None:
+            torch._foreach_copy_(list(self.dense_gradients.values()), [layer.weight.grad for layer in self.layers])
         self.masks.apply_to_gradients()
         if self.pruner.prunes:
-            self.pruner.observe(StepView(loss.detach(), labels.shape[0], self.activations))
+            self.pruner.observe(StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, self.dense_gradients))
         self.optimizer.step()
         self.masks.apply_to_weights()
         return loss.detach()
@@ -280,44 +319,47 @@ class Trainer:
         return self.end_epoch()
 
     @torch.no_grad()
-    def evaluate(self, data: ResidentSplit) -> float | None:
-        """Accuracy (fraction) on a resident split; None for an empty split."""
+    def evaluate(self, data: ResidentSplit) -> Evaluation | None:
+        """Mean cross-entropy and accuracy on a resident split; None for an empty split."""
         if len(data) == 0:
             return None
         with self.stream_context():
             self.model.eval()
-            correct = torch.zeros((), dtype=torch.long, device=self.device)
-            for start in range(0, len(data), EVAL_BATCH_SIZE):
-                images = data.images[start : start + EVAL_BATCH_SIZE]
-                labels = data.labels[start : start + EVAL_BATCH_SIZE]
-                correct += (self.model(self.normaliser(images)).argmax(dim=1) == labels).sum()
-            return int(correct) / len(data)
+            with self.taps.paused():
+                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                correct = torch.zeros((), dtype=torch.long, device=self.device)
+                for start in range(0, len(data), EVAL_BATCH_SIZE):
+                    images = data.images[start : start + EVAL_BATCH_SIZE]
+                    labels = data.labels[start : start + EVAL_BATCH_SIZE]
+                    logits = self.model(self.normaliser(images))
+                    loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+                    correct += (logits.argmax(dim=1) == labels).sum()
+            return Evaluation(float(loss_sum) / len(data), int(correct) / len(data))
 
-    def prune_now(self) -> int:
-        """One pruning event: ask the pruner for scores, update the masks, enforce them everywhere.
-
-        Everything is updated in place, so a captured step graph keeps working without re-capture.
-        """
+    def prune(self, plan: EventPlan, val: ResidentSplit | None = None) -> EventEntry:
+        """Run one pruning event (``bench_harness.event``), validating around the cut on ``val``."""
         with self.stream_context():
-            scores = {layer.name: self.pruner.score(layer, self.granularity) for layer in self.layers}
-            removed = self.masks.prune(scores, self.schedule.rate, self.scope, self.granularity)
-            self.masks.apply_to_weights()
-            self.masks.apply_to_optimizer_state(self.optimizer)
-            self.pruner.after_prune()
-            return removed
+            evaluate = (lambda: self.evaluate(val)) if val is not None else None
+            return run_event(plan, self.pruner, self.masks, self.optimizer, self.granularity, self.scope, evaluate)
 
     def finish_epoch(self, epoch: int, train_loss: float, seconds: float, val: ResidentSplit) -> EpochReport:
-        """After an epoch's training: prune if scheduled, validate, and report."""
+        """After an epoch's training: run the scheduled event, if any, validate, and report."""
         report = EpochReport(epoch, train_loss, None, 0.0, train_seconds=seconds)
-        if self.schedule.prunes_after(epoch):
-            synchronise(self.device)
-            started = time.perf_counter()
-            report.pruned = self.prune_now()
-            synchronise(self.device)
-            report.prune_seconds = time.perf_counter() - started
-        report.val_accuracy = self.evaluate(val)
+        plan = self.schedule.event_after(epoch) if self.pruner.prunes else None
+        if plan is not None:
+            report.event = self.prune(plan, val)
+            report.pruned = report.event.removed
+            report.prune_seconds = report.event.seconds
+        evaluation = self.evaluate(val)
+        if evaluation is not None:
+            report.val_loss, report.val_accuracy = evaluation.loss, evaluation.accuracy
         report.sparsity = self.masks.sparsity()
         return report
+
+    def close(self) -> None:
+        """Training is over: remove the layer hooks, so the trained model is a plain model again
+        (it pickles, and measurement runs no pruner code)."""
+        self.taps.remove()
 
     def fit(self, train: ResidentSplit, val: ResidentSplit, on_epoch: Callable[[EpochReport], None] | None = None) -> TrainingOutcome:
         """Train for every epoch of the schedule, pruning after the scheduled epochs; raises on failure."""
@@ -358,28 +400,32 @@ def fit_together(
             return None
 
     steps = trainers[0].steps_per_epoch(train)
-    for epoch in range(1, trainers[0].schedule.epochs + 1):
-        started = time.perf_counter()
-        for index in list(active):
-            guarded(index, lambda: trainers[index].begin_epoch(train))
-        for _ in range(steps):
+    try:
+        for epoch in range(1, trainers[0].schedule.epochs + 1):
+            started = time.perf_counter()
             for index in list(active):
-                guarded(index, trainers[index].advance)
-        losses = {index: guarded(index, trainers[index].end_epoch) for index in list(active)}
-        # Captures happen one after another on the host; none of them is training.
-        group_seconds = time.perf_counter() - started - sum(trainers[index].epoch_capture_seconds for index in active)
-        for index in list(active):
-            trainer = trainers[index]
-            report = guarded(index, lambda: trainer.finish_epoch(epoch, losses[index][0], group_seconds, val))
-            if report is None:
-                continue
-            outcomes[index].history.append(report)
-            outcomes[index].train_seconds += report.train_seconds
-            outcomes[index].prune_seconds += report.prune_seconds
-            if callbacks[index] is not None:
-                callbacks[index](report)
-        if not active:
-            break
+                guarded(index, lambda: trainers[index].begin_epoch(train))
+            for _ in range(steps):
+                for index in list(active):
+                    guarded(index, trainers[index].advance)
+            losses = {index: guarded(index, trainers[index].end_epoch) for index in list(active)}
+            # Captures happen one after another on the host; none of them is training.
+            group_seconds = time.perf_counter() - started - sum(trainers[index].epoch_capture_seconds for index in active)
+            for index in list(active):
+                trainer = trainers[index]
+                report = guarded(index, lambda: trainer.finish_epoch(epoch, losses[index][0], group_seconds, val))
+                if report is None:
+                    continue
+                outcomes[index].history.append(report)
+                outcomes[index].train_seconds += report.train_seconds
+                outcomes[index].prune_seconds += report.prune_seconds
+                if callbacks[index] is not None:
+                    callbacks[index](report)
+            if not active:
+                break
+    finally:
+        for trainer in trainers:
+            trainer.close()
     return outcomes
 
 

@@ -10,11 +10,22 @@ import bench_harness
 from bench_harness.plugins import plugin_infos, registries
 
 
+def capabilities(pruner_class) -> str:
+    """What a pruner does beyond scoring, in the words of the README's contract table."""
+    found = [
+        ("compensates", pruner_class.compensates()), ("regrows", pruner_class.regrows()),
+        ("layer inputs", pruner_class.wants_inputs), ("dense gradients", pruner_class.wants_dense_gradients),
+        ("layer outputs", pruner_class.wants_activations),
+    ]
+    return ", ".join(name for name, present in found if present) or "-"
+
+
 def plugin_tables() -> str:
     """Three tables: pruners, datasets, models, each with its source plugin, package and version."""
     found = registries()
     pruner_rows = [
-        [entry.name, entry.obj.description, ", ".join(entry.obj.granularities), "yes" if entry.obj.capturable else "no (eager)", entry.source]
+        [entry.name, entry.obj.description, ", ".join(entry.obj.granularities), capabilities(entry.obj),
+         "yes" if entry.obj.capturable else "no (eager)", entry.source]
         for entry in found.pruners
     ]
     dataset_rows = [
@@ -25,7 +36,7 @@ def plugin_tables() -> str:
     plugins = [[info.name, info.module, info.distribution or "-", info.version or "-", ", ".join(info.hooks)] for info in plugin_infos()]
     return "\n\n".join(
         [
-            "Pruners\n" + tabulate(pruner_rows, ["name", "description", "granularities", "graph-capturable", "source"]),
+            "Pruners\n" + tabulate(pruner_rows, ["name", "description", "granularities", "capabilities", "graph-capturable", "source"]),
             "Datasets\n" + tabulate(dataset_rows, ["name", "description", "shape", "classes", "default model", "source"]),
             "Models\n" + tabulate(model_rows, ["name", "description", "source"]),
             "Plugins\n" + tabulate(plugins, ["plugin", "module", "package", "version", "hooks"]),

@@ -1,25 +1,16 @@
-"""Masks: which connections and neurons are pruned, how a pruning event picks them, and enforcement.
+"""Masks: which connections and neurons are pruned, and their enforcement.
 
 The harness owns the masks; pruners never touch them. Masks are float tensors shaped like the
 parameters they cover and are only ever updated in place, so a CUDA graph that multiplies by them
-keeps seeing the current ones without being re-captured.
+keeps seeing the current ones without being re-captured. What to remove is decided by the pruning
+event (``bench_harness.event``); this module only keeps the state and enforces it.
 """
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
-
 import torch
 
 from bench_harness.pruner import PrunableLayer
-
-
-def count_to_prune(fraction: float, alive: int) -> int:
-    """How many of ``alive`` elements one event removes: ``fraction`` of them, rounded half up."""
-    # The rate as written (0.7, not 0.69999...), so 0.7 x 45 = 31.5 rounds to 32 as the README says.
-    exact = Fraction(repr(float(fraction))) * alive
-    return min(alive, int(math.floor(exact + Fraction(1, 2))))
 
 
 class MaskSet:
@@ -83,38 +74,31 @@ class MaskSet:
         """Alive units per layer."""
         return {name: int(alive.sum()) for name, alive in self.alive_units.items()}
 
-    # -- pruning events -----------------------------------------------------------------------------
+    def alive_weight_counts(self) -> dict[str, int]:
+        """Alive weights per layer."""
+        return {name: int(mask.count_nonzero()) for name, mask in self.weight.items()}
+
+    def alive_connections(self, name: str) -> torch.Tensor:
+        """Boolean, weight-shaped: the layer's alive connections."""
+        return self.weight[name].bool()
+
+    # -- state changes (made by the pruning event, in place) ----------------------------------------
 
     @torch.no_grad()
-    def prune(self, scores: dict[str, torch.Tensor], fraction: float, scope: str, granularity: str) -> int:
-        """Remove ``fraction`` of the still-alive elements with the lowest scores; returns how many."""
-        if granularity == "connections":
-            return self._prune_connections(scores, fraction, scope)
-        if granularity == "neurons":
-            return self._prune_neurons(scores, fraction, scope)
-        raise ValueError(f"Unknown granularity '{granularity}'.")
+    def drop_connections(self, name: str, positions: torch.Tensor) -> None:
+        """Mark the given connections of a layer pruned (boolean, weight-shaped)."""
+        self.weight[name].masked_fill_(positions, 0.0)
 
-    def _prune_connections(self, scores: dict[str, torch.Tensor], fraction: float, scope: str) -> int:
-        alive = {layer.name: self.weight[layer.name].bool() for layer in self.layers}
-        chosen = _select_lowest(self.layers, scores, alive, fraction, scope)
-        for name, remove in chosen.items():
-            self.weight[name].masked_fill_(remove, 0.0)
-        return int(sum(int(remove.sum()) for remove in chosen.values()))
+    @torch.no_grad()
+    def grow_connections(self, name: str, positions: torch.Tensor) -> None:
+        """Mark the given connections of a layer alive again (boolean, weight-shaped)."""
+        self.weight[name].masked_fill_(positions, 1.0)
 
-    def _prune_neurons(self, scores: dict[str, torch.Tensor], fraction: float, scope: str) -> int:
-        hidden = [layer for layer in self.layers if not layer.is_output]
-        chosen = _select_lowest(hidden, scores, self.alive_units, fraction, scope)
-        removed = 0
-        for layer in hidden:
-            remove = chosen[layer.name]
-            # A layer with no unit left would cut the network in two; keep its best unit.
-            if bool((self.alive_units[layer.name] & ~remove).sum() == 0):
-                keep = torch.where(self.alive_units[layer.name], scores[layer.name].float(), float("-inf")).argmax()
-                remove[keep] = False
-            self.alive_units[layer.name] &= ~remove
-            removed += int(remove.sum())
+    @torch.no_grad()
+    def drop_units(self, name: str, units: torch.Tensor) -> None:
+        """Mark the given units of a layer dead, with their incoming weights, bias and outgoing weights."""
+        self.alive_units[name] &= ~units
         self._mask_dead_units()
-        return removed
 
     def _mask_dead_units(self) -> None:
         """Zero a dead unit's incoming weights and bias, and its outgoing weights in the next layer."""
@@ -124,58 +108,11 @@ class MaskSet:
             if layer.name in self.bias:
                 self.bias[layer.name][dead] = 0.0
             if layer.next is not None:
-                following = self.weight[layer.next.name]
-                per_unit_inputs = following.shape[1] // layer.units
-                dead_inputs = dead.repeat_interleave(per_unit_inputs)
-                following[:, dead_inputs] = 0.0
+                self.weight[layer.next.name][:, layer.outgoing_columns(dead)] = 0.0
 
-
-def _select_lowest(
-    layers: list[PrunableLayer],
-    scores: dict[str, torch.Tensor],
-    alive: dict[str, torch.Tensor],
-    fraction: float,
-    scope: str,
-) -> dict[str, torch.Tensor]:
-    """Boolean masks of the alive elements to remove: the lowest-scored, per layer or across layers."""
-    ranked = {}
-    for layer in layers:
-        score = scores[layer.name].detach().float()
-        if score.shape != alive[layer.name].shape:
-            raise ValueError(
-                f"Scores for layer {layer.name} have shape {tuple(score.shape)}, expected {tuple(alive[layer.name].shape)}."
-            )
-        if bool(torch.isnan(score).any()):
-            raise ValueError(f"Scores for layer {layer.name} contain NaN.")
-        ranked[layer.name] = score
-
-    chosen = {layer.name: torch.zeros_like(alive[layer.name]) for layer in layers}
-    if scope == "layer":
-        for layer in layers:
-            count = count_to_prune(fraction, int(alive[layer.name].sum()))
-            _mark_lowest(ranked[layer.name].flatten(), alive[layer.name].flatten(), count, chosen[layer.name].view(-1))
-    elif scope == "global":
-        flat = torch.cat([ranked[layer.name].flatten() for layer in layers])
-        flat_alive = torch.cat([alive[layer.name].flatten() for layer in layers])
-        count = count_to_prune(fraction, int(flat_alive.sum()))
-        marks = torch.zeros_like(flat, dtype=torch.bool)
-        _mark_lowest(flat, flat_alive, count, marks)
-        offset = 0
-        for layer in layers:
-            size = ranked[layer.name].numel()
-            chosen[layer.name].view(-1).copy_(marks[offset : offset + size])
-            offset += size
-    else:
-        raise ValueError(f"Unknown scope '{scope}'.")
-    return chosen
-
-
-def _mark_lowest(values: torch.Tensor, alive: torch.Tensor, count: int, marks: torch.Tensor) -> None:
-    """Mark the ``count`` lowest-valued alive positions; already-pruned ones are never candidates,
-    whatever their score (a pruner may score a weight +inf to mean "never prune")."""
-    if count <= 0:
-        return
-    candidates = alive.nonzero().flatten()
-    # A stable sort makes ties break by position, so the same scores always prune the same elements.
-    order = torch.sort(values[candidates], stable=True).indices[:count]
-    marks[candidates[order]] = True
+    @torch.no_grad()
+    def zero_optimizer_state_at(self, optimizer: torch.optim.Optimizer, layer: PrunableLayer, positions: torch.Tensor) -> None:
+        """Zero the optimizer's per-element state of the given weights (a regrown weight starts afresh)."""
+        for value in optimizer.state.get(layer.weight, {}).values():
+            if torch.is_tensor(value) and value.shape == layer.weight.shape:
+                value.masked_fill_(positions, 0.0)

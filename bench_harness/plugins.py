@@ -159,8 +159,12 @@ def _fill(registry: Registry, hook_name: str, name_of: Callable[[Any], str], val
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         info = _plugin_sources.get(impl.plugin_name)
         source = info.source if info else impl.plugin_name
+        provenance = {
+            "plugin": impl.plugin_name, "module": info.module if info else None,
+            "distribution": info.distribution if info else None, "version": info.version if info else None,
+        }
 
-        def register(obj: Any, _source: str = source) -> None:
+        def register(obj: Any, _source: str = source, _provenance: dict = provenance) -> None:
             try:
                 if validate is not None:
                     validate(obj)
@@ -174,7 +178,7 @@ def _fill(registry: Registry, hook_name: str, name_of: Callable[[Any], str], val
                 ) from None
             if trace:
                 print(f"[bench-harness] {hook_name}: {name} from {_source}", file=sys.stderr)
-            registry.add(name, obj, _source)
+            registry.add(name, obj, _source, _provenance)
 
         kwargs = {"register": register}
         impl.function(**{arg: kwargs[arg] for arg in impl.argnames})

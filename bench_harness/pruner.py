@@ -1,14 +1,22 @@
-"""The pruner contract: what a pruning criterion is allowed to do, and the views it gets.
+"""The pruner contract: what a pruning criterion may do, and the views it gets.
 
-A pruner only *scores*: for each prunable layer it returns one number per connection (a tensor shaped
-like the weight) or per neuron (one per output unit); lower means "prune first". The harness owns
-everything else (the schedule, the fraction, the scope, the masks and their enforcement), so every
-criterion is compared on equal terms and a plugin stays a few dozen lines.
+A pruner *scores*: for each prunable layer it returns one number per connection (a tensor shaped
+like the weight) or per neuron (one per output unit); lower means "remove first". The harness owns
+the pruning event (``bench_harness.event``): the schedule says how many elements stay, the
+allocation (``--scope``) how they are shared between layers, and the masks are the harness's. Three
+optional capabilities let a method do more than rank, still on equal terms with every other one:
 
-Between pruning events a pruner may watch every training step through :meth:`Pruner.observe`. That
-method runs inside the training step, which on a GPU is captured and replayed as a CUDA graph, so it
-must be pure tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values,
-no new tensors kept across steps. :class:`RunningMean` is the building block for such statistics.
+* :meth:`Pruner.compensate`: after the harness has removed what the scores chose, change the
+  *surviving* weights of a layer (OBS-style weight updates);
+* :meth:`Pruner.grow_scores`: ask the harness to drop a few more connections and regrow as many
+  elsewhere (RigL-style regrowth), the alive count still following the schedule exactly;
+* the step view's layer inputs (``wants_inputs``) and dense gradients (``wants_dense_gradients``).
+
+Between events a pruner may watch every training step through :meth:`Pruner.observe`. That method
+runs inside the training step, which on a GPU is captured and replayed as a CUDA graph, so it must
+be pure tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values,
+no new tensors kept across steps. ``bench_harness.statistics`` holds accumulators built for this,
+and ``bench_harness.testing.check_pruner`` checks a pruner against the whole contract.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from bench_harness.statistics import RunningMean, RunningMeans  # noqa: F401 - part of the pruner API
 
 GRANULARITIES = ("connections", "neurons")
 """``connections``: individual weights. ``neurons``: units of FC layers, channels of conv layers."""
@@ -61,6 +71,18 @@ class PrunableLayer:
         """Output features (Linear) or output channels (Conv2d)."""
         return self.module.weight.shape[0]
 
+    @property
+    def inputs_per_unit(self) -> int:
+        """Input columns of the next layer that each of this layer's units feeds (1 between Linear
+        layers and between convolutions; a channel's ``H*W`` block when a Flatten feeds a Linear)."""
+        if self.next is None:
+            raise ValueError(f"Layer {self.name} is the output layer and feeds no other layer.")
+        return self.next.weight.shape[1] // self.units
+
+    def outgoing_columns(self, per_unit: torch.Tensor) -> torch.Tensor:
+        """Spread a per-unit vector over the next layer's input columns (NCHW flatten order)."""
+        return per_unit.repeat_interleave(self.inputs_per_unit)
+
     def incoming_per_unit(self, per_weight: torch.Tensor) -> torch.Tensor:
         """Sum a weight-shaped tensor over each unit's incoming connections: shape ``(units,)``."""
         return per_weight.reshape(self.units, -1).sum(dim=1)
@@ -71,10 +93,8 @@ class PrunableLayer:
         A conv layer feeding a fully-connected layer through a flatten owns a contiguous block of the
         next layer's input columns (NCHW order), so the block is summed too.
         """
-        if self.next is None:
-            raise ValueError(f"Layer {self.name} is the output layer and feeds no other layer.")
         per_input = next_per_weight.transpose(0, 1).reshape(next_per_weight.shape[1], -1).sum(dim=1)
-        return per_input.reshape(self.units, -1).sum(dim=1)
+        return per_input.reshape(self.units, self.inputs_per_unit).sum(dim=1)
 
 
 def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
@@ -121,6 +141,27 @@ class StepView:
     batch_size: int
     activations: dict[str, torch.Tensor] | None = None
     """Each prunable layer's output for this batch, only for pruners with ``wants_activations``."""
+    inputs: dict[str, torch.Tensor] | None = None
+    """Each prunable layer's input for this batch (for LeNet: the flattened image, then the hidden
+    activations after ReLU; for a convolution its input feature map), only for pruners with
+    ``wants_inputs``. Detached; valid during this call only."""
+    dense_gradients: dict[str, torch.Tensor] | None = None
+    """Each prunable layer's weight gradient *before* masking, so pruned positions show the gradient
+    they would get if they were alive (what a regrowth criterion needs); only for pruners with
+    ``wants_dense_gradients``. Overwritten in place every step."""
+
+
+@dataclass
+class Cut:
+    """What one pruning event just removed from one layer, as :meth:`Pruner.compensate` sees it."""
+
+    dropped: torch.Tensor
+    """Boolean, weight-shaped: the weights this event removed (for neuron pruning, the weights the
+    removed units took with them, outgoing ones included)."""
+    alive: torch.Tensor
+    """Boolean, weight-shaped: the weights still alive after the cut."""
+    weight_before: torch.Tensor
+    """The layer's weights just before the cut (the removed ones still hold their values here)."""
 
 
 class Pruner:
@@ -139,6 +180,10 @@ class Pruner:
     """False only for the dense reference, which the harness then never prunes."""
     wants_activations: ClassVar[bool] = False
     """True to receive each prunable layer's output in ``StepView.activations``."""
+    wants_inputs: ClassVar[bool] = False
+    """True to receive each prunable layer's input in ``StepView.inputs``."""
+    wants_dense_gradients: ClassVar[bool] = False
+    """True to receive the unmasked weight gradients in ``StepView.dense_gradients``."""
 
     def __init__(self, context: PruningContext) -> None:
         self.context = context
@@ -155,66 +200,41 @@ class Pruner:
         """Importance of each connection (weight-shaped) or neuron (shape ``(units,)``); lower goes first."""
         raise NotImplementedError(f"Pruner '{self.name}' does not implement score().")
 
+    def compensate(self, layer: PrunableLayer, cut: Cut) -> torch.Tensor | None:
+        """Optional: a change to ``layer``'s surviving weights after the harness removed some.
+
+        ``cut`` says which weights were removed and which survive, and holds the weights as they
+        were before the cut. Return a weight-shaped tensor to *add* to the current weights, or None
+        for no change; the harness applies it to alive weights only and leaves the optimizer state
+        of the changed weights as it is (Adam's moments stay an estimate of the gradient's scale).
+        Called once per layer per event, after the cut and before any regrowth.
+        """
+        return None
+
+    def grow_scores(self, layer: PrunableLayer) -> torch.Tensor:
+        """Optional: how much each connection of ``layer`` should be regrown (higher first).
+
+        A pruner that implements this regrows. At each event the harness then drops, per layer, g
+        more connections than the schedule asks (the lowest-scored survivors), and regrows the g
+        non-alive connections with the highest grow scores, so the alive count still follows the
+        schedule exactly; g is ``--regrow-fraction`` of the layer's alive connections, decayed with
+        a cosine over the run. Regrown weights and their optimizer state start at zero. Connections
+        granularity only.
+        """
+        raise NotImplementedError(f"Pruner '{self.name}' does not regrow.")
+
     def after_prune(self) -> None:
         """Called after each pruning event, e.g. to restart statistics (reset tensors in place)."""
 
+    @classmethod
+    def compensates(cls) -> bool:
+        """True when the class implements :meth:`compensate`."""
+        return cls.compensate is not Pruner.compensate
 
-class RunningMean:
-    """A per-element running mean of a statistic over the steps since the last reset.
-
-    Kept as two preallocated tensors updated in place, so adding to it inside a CUDA-graph-captured
-    training step is legal and costs one fused multiply-add per element.
-    """
-
-    def __init__(self, like: torch.Tensor) -> None:
-        self.total = torch.zeros_like(like, dtype=torch.float32)
-        self.count = torch.zeros((), dtype=torch.float32, device=like.device)
-
-    def add_(self, value: torch.Tensor | float) -> None:
-        """Add one step's value (same shape as ``like``, or a number)."""
-        self.total.add_(value)
-        self.count.add_(1.0)
-
-    def mean(self) -> torch.Tensor:
-        """The mean so far (zeros before any step)."""
-        return self.total / self.count.clamp(min=1.0)
-
-    def reset_(self) -> None:
-        """Forget everything, in place."""
-        self.total.zero_()
-        self.count.zero_()
-
-
-class RunningMeans:
-    """Running means of several tensors updated together, one fused kernel per update.
-
-    A pruner that keeps a statistic per layer would otherwise launch one small kernel per layer and
-    per operation every step; at batch 64 on a GPU those launches, not the arithmetic, are the cost.
-    The ``torch._foreach_*`` operations do the whole list at once and are capturable in a CUDA graph.
-    """
-
-    def __init__(self, likes: list[torch.Tensor]) -> None:
-        self.totals = [torch.zeros_like(like, dtype=torch.float32) for like in likes]
-        self.count = torch.zeros((), dtype=torch.float32, device=likes[0].device)
-
-    def add_(self, values: list[torch.Tensor]) -> None:
-        """Add one step's values (one per tensor, same shapes)."""
-        torch._foreach_add_(self.totals, values)
-        self.count.add_(1.0)
-
-    def add_products_(self, first: list[torch.Tensor], second: list[torch.Tensor], scale: float = 1.0) -> None:
-        """Add one step's ``scale * first * second`` elementwise, fused."""
-        torch._foreach_addcmul_(self.totals, first, second, value=scale)
-        self.count.add_(1.0)
-
-    def mean(self, index: int) -> torch.Tensor:
-        """The mean so far of tensor ``index`` (zeros before any step)."""
-        return self.totals[index] / self.count.clamp(min=1.0)
-
-    def reset_(self) -> None:
-        """Forget everything, in place."""
-        torch._foreach_zero_(self.totals)
-        self.count.zero_()
+    @classmethod
+    def regrows(cls) -> bool:
+        """True when the class implements :meth:`grow_scores`."""
+        return cls.grow_scores is not Pruner.grow_scores
 
 
 def validate_pruner_class(pruner_class: Any) -> None:
@@ -224,5 +244,7 @@ def validate_pruner_class(pruner_class: Any) -> None:
     unknown = set(pruner_class.granularities) - set(GRANULARITIES)
     if unknown:
         raise TypeError(f"pruner '{pruner_class.name}' declares unknown granularities {sorted(unknown)}")
+    if pruner_class.regrows() and "connections" not in pruner_class.granularities:
+        raise TypeError(f"pruner '{pruner_class.name}' implements grow_scores, which only connections granularity uses")
 
 

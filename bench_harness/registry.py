@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Iterator, TypeVar
 
 from bench_harness.errors import UserError
@@ -19,6 +19,9 @@ class Entry(Generic[T]):
     obj: T
     source: str
     """Human-readable origin: the plugin module and the distribution and version that installed it."""
+    provenance: dict = field(default_factory=dict)
+    """The same origin as data, written into run records: ``plugin``, ``module``, ``distribution``,
+    ``version`` (the last two None for a plugin registered by hand)."""
 
 
 class Registry(Generic[T]):
@@ -28,7 +31,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def add(self, name: str, obj: T, source: str) -> None:
+    def add(self, name: str, obj: T, source: str, provenance: dict | None = None) -> None:
         """Register ``obj`` under ``name``; a second object under a taken name is an error naming both."""
         if not name or not isinstance(name, str):
             raise ValueError(f"A {self.kind} from {source} has no name.")
@@ -38,7 +41,7 @@ class Registry(Generic[T]):
                 f"Two plugins register a {self.kind} named '{name}': {first} and {source}; "
                 f"uninstall one of them or limit the loaded plugins with BENCH_HARNESS_PLUGINS."
             )
-        self._entries[name] = Entry(name, obj, source)
+        self._entries[name] = Entry(name, obj, source, dict(provenance or {}))
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; an unknown name gets a "did you mean" answer."""

@@ -7,17 +7,14 @@ command (Ctrl-C) stops at once, leaving every record written so far intact.
 from __future__ import annotations
 
 import gc
-import platform
 import time
-import traceback
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-import bench_harness
+from bench_harness import record as records
 from bench_harness.augment import RandomCropFlip
 from bench_harness.config import RunConfig, resolve_val_size
 from bench_harness.data import DataRequest, TrainValTest, default_cache_dir, load_dataset, split_validation
@@ -29,7 +26,7 @@ from bench_harness.measure.telemetry import TelemetrySampler, nvml_index
 from bench_harness.plugins import Registries
 from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.schedule import PruningSchedule
-from bench_harness.store import SCHEMA_VERSION, ResultsStore
+from bench_harness.store import ResultsStore
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,11 +64,14 @@ def plan_runs(base: RunConfig, pruners: list[str], datasets: list[str], seeds: i
             config = replace(base, pruner=pruner_name, dataset=dataset, model=model, val_size=val_size)
             if not pruner_class.prunes:
                 config = config.as_dense_reference()
-            elif not PruningSchedule.build(config.epochs, config.prune_every, config.prune_rate, config.target_sparsity).event_epochs:
-                raise UserError(
-                    f"--prune-every {config.prune_every} with --epochs {config.epochs} leaves no pruning event "
-                    f"(events follow every N-th epoch, never the last); lower --prune-every or raise --epochs."
-                )
+            else:
+                if not pruner_class.regrows():
+                    config = config.without_regrowth()  # the same computation whatever they are: one hash
+                if not PruningSchedule.for_run(config).event_epochs:
+                    raise UserError(
+                        f"--prune-every {config.prune_every} with --epochs {config.epochs} leaves no pruning event "
+                        f"(events follow every N-th epoch from --prune-start, never the last); lower --prune-every or raise --epochs."
+                    )
             planned.extend(replace(config, seed=seed) for seed in range(seeds))
     if not planned:
         raise UserError(f"No registered pruner supports --granularity {base.granularity}; see `bench list`.")
@@ -106,60 +106,6 @@ class DataCache:
         return self._resident[key]
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux reports it in /proc/cpuinfo; elsewhere the platform's word)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: torch.device) -> dict:
-    """Versions and hardware a record was produced with."""
-    import torchvision
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "bench_harness": bench_harness.__version__,
-        "device": device.type,
-        "device_name": name,
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-    }
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _new_record(config: RunConfig, device: torch.device) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": config.run_id(),
-        "pruner": config.pruner,
-        "dataset": config.dataset,
-        "model": config.model,
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "config_hash": config.config_hash(),
-        "status": "running",
-        "error": None,
-        "started_at": _now(),
-        "finished_at": None,
-        "metrics": {},
-        "history": [],
-        "telemetry": {"train": None, "inference": None},
-        "environment": environment(device),
-    }
-
-
 MAX_CONCURRENCY = 32
 """PyTorch hands out at most 32 distinct streams per device; more runs would share streams and stop overlapping."""
 
@@ -168,14 +114,6 @@ def default_concurrency(device: torch.device) -> int:
     """Runs trained at once: five on a GPU (PROTOCOL.md §3: five interleaved graphs keep an H100 busy
     at a small fraction of its memory), one on the CPU, where interleaving gains nothing."""
     return 5 if device.type == "cuda" else 1
-
-
-def _failed(record: dict, exc: BaseException) -> dict:
-    record["status"] = "failed"
-    record["error"] = f"{type(exc).__name__}: {exc}"
-    record["traceback"] = "".join(traceback.format_exception(exc))
-    record["finished_at"] = _now()
-    return record
 
 
 @dataclass
@@ -192,12 +130,12 @@ class PreparedRun:
 def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_cuda_graph: bool) -> PreparedRun:
     """Build everything a run needs, seeded so the same config always starts from the same point."""
     device = data.device
-    record = _new_record(config, device)
+    pruner_class = registries.pruners.get(config.pruner)
+    record = records.for_run(config, registries, device)
     _, _, _, splits = data.get(config.dataset, config.val_size)
     input_shape = tuple(splits.train_images.shape[1:])
     dataset_spec = registries.datasets.get(config.dataset)
     model_spec = registries.models.get(config.model)
-    pruner_class = registries.pruners.get(config.pruner)
 
     torch.manual_seed(config.seed)
     model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
@@ -210,13 +148,13 @@ def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_
     masks = MaskSet(layers)
     context = PruningContext(model, layers, optimizer, config.seed, device, config.granularity, config.batch_size)
     pruner = pruner_class(context)
-    schedule = PruningSchedule.build(config.epochs, config.prune_every, config.prune_rate, config.target_sparsity, pruner_class.prunes)
+    schedule = PruningSchedule.for_run(config, pruner_class.prunes, pruner_class.regrows())
     trainer = Trainer(
         model, optimizer, layers, masks, pruner, schedule, Normaliser(splits.mean, splits.std, device),
         config.batch_size, config.seed, device, config.granularity, config.scope, use_cuda_graph=use_cuda_graph,
         augmenter=RandomCropFlip(config.seed, device) if config.augment else None,
     )
-    record["schedule"] = {"event_epochs": list(schedule.event_epochs), "rate": schedule.rate}
+    record["schedule"] = schedule.describe()
     return PreparedRun(config, record, trainer, input_shape, pruner_class.prunes)
 
 
@@ -238,18 +176,16 @@ def measure_run(run: PreparedRun, outcome: TrainingOutcome, test: ResidentSplit,
     with TelemetrySampler(nvml_index(device), config.telemetry_period) as inference_telemetry:
         synchronise(device)
         started = time.perf_counter()
-        test_accuracy = trainer.evaluate(test)
+        test_evaluation = trainer.evaluate(test)
         synchronise(device)
         inference_seconds = time.perf_counter() - started
         dense_speed = trained_model.speed(model, run.input_shape, device)
         if config.granularity == "neurons" and run.prunes:
             compact, compact_metrics = trained_model.compaction(model, masks, run.input_shape, device, dense_speed)
-    record["history"] = [
-        {"epoch": r.epoch, "train_loss": r.train_loss, "val_accuracy": r.val_accuracy, "sparsity": r.sparsity, "pruned": r.pruned}
-        for r in outcome.history
-    ]
+    records.add_training(record, outcome.history)
     record["metrics"].update({
-        "test_accuracy": test_accuracy,
+        "test_accuracy": test_evaluation.accuracy,
+        "test_loss": test_evaluation.loss,
         "val_accuracy": outcome.history[-1].val_accuracy,
         **trained_model.size_and_work(model, masks, run.input_shape),
         "sparsity": masks.sparsity(),
@@ -286,7 +222,7 @@ def execute_group(
     is split evenly between them.
     """
     device = data.device
-    records: list[dict | None] = [None] * len(configs)
+    results: list[dict | None] = [None] * len(configs)
     prepared: list[tuple[int, PreparedRun]] = []
     for position, config in enumerate(configs):
         try:
@@ -294,7 +230,7 @@ def execute_group(
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the others go on
-            records[position] = _failed(_new_record(config, device), exc)
+            results[position] = records.mark_failed(records.for_run(config, registries, device), exc)
     if prepared:
         train, val, test, _ = data.get(configs[0].dataset, configs[0].val_size)
         callbacks = [on_epoch if index == 0 else None for index in range(len(prepared))]
@@ -318,16 +254,15 @@ def execute_group(
                 if outcome.error is not None:
                     raise outcome.error
                 measure_run(run, outcome, test, save_models_to)
-                record["status"] = "ok"
-                record["finished_at"] = _now()
+                records.mark_ok(record)
             except Exception as exc:  # noqa: BLE001
-                _failed(record, exc)
-            records[position] = record
+                records.mark_failed(record, exc)
+            results[position] = record
         for _, run in prepared:
             run.trainer.release_graph()
         prepared.clear()
         gc.collect()  # free the group's models, optimizer state and graph pools before the next group
-    return records
+    return results
 
 
 def _shares_data_schedule(first: RunConfig, second: RunConfig) -> bool:
@@ -379,7 +314,7 @@ def run_grid(
     data = DataCache(registries, data_dir, device)
     pending = []
     for index, config in enumerate(configs):
-        if not force and store.is_complete(config):
+        if not force and store.is_complete(config, records.plugin_provenance(registries, config)):
             summary.skipped += 1
             if on_run_end:
                 on_run_end(index, config, None)
@@ -393,7 +328,7 @@ def run_grid(
             try:
                 store.write(config, record)
             except ValueError as exc:  # e.g. a non-finite number a plugin put in the record
-                store.write(config, _failed(_new_record(config, data.device), exc))
+                store.write(config, records.mark_failed(records.for_run(config, registries, data.device), exc))
                 record = store.read(store.path_for(config))
             if record["status"] == "ok":
                 summary.completed += 1

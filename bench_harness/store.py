@@ -14,9 +14,7 @@ import warnings
 from pathlib import Path
 
 from bench_harness.config import RunConfig
-
-SCHEMA_VERSION = 1
-
+from bench_harness.record import same_plugins
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -68,13 +66,17 @@ class ResultsStore:
             warnings.warn(f"Skipping unreadable run record {path}: {exc}")
             return None
 
-    def is_complete(self, config: RunConfig) -> bool:
-        """True if a successful run with exactly this config hash is already recorded."""
+    def is_complete(self, config: RunConfig, provenance: dict) -> bool:
+        """True if a successful run with exactly this config hash is already recorded, by the same
+        versions of its pruner, dataset and model plugins (``provenance``, see ``record.plugin_provenance``)."""
         path = self.path_for(config)
         if not path.exists():
             return False
         record = self.read(path)
-        return bool(record) and record.get("status") == "ok" and record.get("config_hash") == config.config_hash()
+        return (
+            bool(record) and record.get("status") == "ok" and record.get("config_hash") == config.config_hash()
+            and same_plugins(record, provenance)
+        )
 
     def write(self, config: RunConfig, record: dict) -> Path:
         """Store a run's record atomically and return its path."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from bench_harness.runner import cpu_name, environment
+from bench_harness.record import cpu_name, environment
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where the benchmark JSON files go unless ``--output`` says otherwise."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench_harness.event import run_event
 from bench_harness.masks import MaskSet
 from bench_harness.measure.compaction import compact_model, compact_param_count
 from bench_harness.measure.flops import count_flops
@@ -30,6 +31,7 @@ from bench_harness.measure.trained_model import THROUGHPUT_BATCH_SIZE, hidden_al
 from bench_harness.plugins import registries
 from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.runner import resolve_device
+from bench_harness.schedule import EventPlan
 from bench_harness.store import write_json_atomically
 
 from benchmark_env import default_output, describe_environment, model_list, report_header, progress, table
@@ -54,8 +56,7 @@ def pruned_model(model_name: str, fraction: float, criterion: str, seed: int, de
     context = PruningContext(model, layers, optimizer, seed, device, "neurons", 64)
     pruner = registries().pruners.get(criterion)(context)
     masks = MaskSet(layers)
-    masks.prune({layer.name: pruner.score(layer, "neurons") for layer in layers}, fraction, "layer", "neurons")
-    masks.apply_to_weights()
+    run_event(EventPlan(1, 1.0 - fraction), pruner, masks, optimizer, "neurons", "layer")
     return model, masks
 
 

@@ -48,8 +48,8 @@ PROTOCOL = RunConfig()
 PROTOCOL_EVENTS = len(PruningSchedule.build(PROTOCOL.epochs, PROTOCOL.prune_every, PROTOCOL.prune_rate).event_epochs)
 """Pruning events per run of the seed protocol (9)."""
 
-BUILTIN_PRUNERS = ("none", "magnitude", "random", "taylor", "contribution")
-"""The five built-in pruners of ``bench run --all``; ``none`` is the dense baseline."""
+BUILTIN_PRUNERS = ("none",) + tuple(name for name in registries().pruners.names() if name != "none")
+"""Every registered pruner, as ``bench run --all`` runs them; ``none`` (the dense baseline) first."""
 
 OVERHEAD_TARGET_PERCENT = 5.0
 """PROTOCOL.md §3: pruning bookkeeping should cost under 5% of a run's training time."""
@@ -339,9 +339,12 @@ def time_pruning_events(trainer, data: ResidentSplit, device: torch.device, coun
     an all-zero tensor, whose sort is several times faster than a real event's.
     """
     seconds = []
-    for _ in range(count):
+    protocol = PruningSchedule.for_run(PROTOCOL, regrows=trainer.pruner.regrows())
+    plans = [protocol.event_after(epoch) for epoch in protocol.event_epochs]  # the seed protocol's events, in order
+    for index in range(count):
         train_steps(trainer, data, STEPS_BEFORE_EVENT)
-        seconds.append(timed(device, trainer.prune_now)[1])
+        plan = plans[index % len(plans)]
+        seconds.append(timed(device, lambda: trainer.prune(plan))[1])
     return seconds
 
 
@@ -360,7 +363,8 @@ def measure_engine(workload: Workload, cache: DataCache, device: torch.device, a
         trainer = build_trainer(workload, cache, device, "none", args.seed, args)
         for epoch in range(args.epochs + 1):
             _, seconds = timed(device, lambda: trainer.train_epoch(train))
-            accuracy, evaluation = timed(device, lambda: trainer.evaluate(test))
+            result, evaluation = timed(device, lambda: trainer.evaluate(test))
+            accuracy = result.accuracy
             if epoch > 0:
                 epoch_seconds.append(seconds)
                 eval_seconds.append(evaluation)

@@ -7,17 +7,21 @@ from bench_harness.pruner import PrunableLayer, Pruner
 
 
 class MagnitudePruner(Pruner):
-    """Scores a connection by |w| and a neuron by the L2 norm of its incoming weights."""
+    """Scores a connection by w² and a neuron by the squared L2 norm of its incoming weights.
+
+    Squares rank exactly as |w| and the L2 norm do, within a layer and across layers, and they are
+    the additive "energy" that LAMP's normalisation (``--scope lamp``) is defined on.
+    """
 
     name = "magnitude"
-    description = "Magnitude: |w| per connection, L2 norm of incoming weights per neuron."
+    description = "Magnitude (Han 2015): w² per connection, squared L2 norm of incoming weights per neuron."
 
     def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
-        """|w|, or the per-unit L2 norm of the incoming weights."""
-        weight = layer.weight.detach()
+        """w², or its sum over each unit's incoming weights."""
+        squares = layer.weight.detach().square()
         if granularity == "connections":
-            return weight.abs()
-        return layer.incoming_per_unit(weight.square()).sqrt()
+            return squares
+        return layer.incoming_per_unit(squares)
 
 
 @hookimpl

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from bench_harness import hookimpl
 from bench_harness.cli import app
-from bench_harness.plugins import registered_plugin
+from bench_harness.plugins import registered_plugin, registries
 from bench_harness.pruner import Pruner
 
 runner = CliRunner()
@@ -22,9 +22,13 @@ def test_run_all_writes_one_complete_record_per_run_and_a_leaderboard(tmp_path):
     result = runner.invoke(app, ["run", "--all", "--seeds", "2", *FAST, "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     found = records(tmp_path)
-    assert len(found) == 10
-    assert {r["pruner"] for r in found} == {"none", "magnitude", "random", "taylor", "contribution"}
+    builtins = set(registries().pruners.names())
+    assert len(found) == 2 * len(builtins)
+    assert {r["pruner"] for r in found} == builtins
     for record in found:
+        assert record["dense_reference"] == (record["pruner"] == "none")
+        assert record["plugins"]["pruner"]["distribution"] == "bench-harness"
+        assert len(record["events"]) == (0 if record["pruner"] == "none" else 2)
         assert record["status"] == "ok" and record["error"] is None
         assert record["config"]["epochs"] == 3 and record["config_hash"]
         metrics = record["metrics"]
@@ -43,7 +47,7 @@ def test_run_all_writes_one_complete_record_per_run_and_a_leaderboard(tmp_path):
 
     board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "markdown"])
     assert board.exit_code == 0, board.output
-    for name in ("none", "magnitude", "random", "taylor", "contribution"):
+    for name in builtins:
         assert f"| {name}" in board.output
     output = tmp_path / "board.csv"
     assert runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "csv", "--output", str(output)]).exit_code == 0
@@ -104,6 +108,13 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
         (["run", "--pruner", "magnitude"], "Name a dataset"),
         (["leaderboard", "--results", "nowhere-at-all"], "No finished runs"),
         (["leaderboard", "--format", "docx"], "--format must be one of"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--schedule", "linear"], "--schedule must be one of"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--scope", "erk", "--granularity", "neurons"], "--scope erk"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--epochs", "10", "--prune-start", "10"], "--prune-start must be"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--prune-start", "20", "--prune-end", "10"], "--prune-end (10)"),
+        (["run", "--pruner", "rigl", "--dataset", "synthetic", "--regrow-fraction", "1"], "--regrow-fraction must be"),
+        (["run", "--pruner", "rigl", "--dataset", "synthetic", "--regrow-every", "-1"], "--regrow-every must not"),
+        (["run", "--pruner", "magnitude", "--dataset", "synthetic", "--lr", "inf"], "--lr must be a positive finite"),
     ],
 )
 def test_user_mistakes_get_one_sentence_and_exit_code_2(args, message):
@@ -206,3 +217,42 @@ def test_the_default_validation_size_spelt_out_is_the_same_run(tmp_path):
     different = runner.invoke(app, [*base, "--val-size", "300"])
     assert different.exit_code == 0 and "0 already complete" in different.output
     assert sorted(record["metrics"]["val_images"] for record in records(tmp_path)) == [200, 300]
+
+
+def test_a_cubic_schedule_with_a_target_ends_exactly_there_under_every_allocation(tmp_path):
+    for scope in ("global", "erk", "lamp"):
+        args = ["run", "-p", "magnitude", "--seeds", "1", *FAST, "--schedule", "cubic", "--target-sparsity", "0.9",
+                "--scope", scope, "--results", str(tmp_path / scope)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        (record,) = records(tmp_path / scope)
+        events = record["events"]
+        assert [event["epoch"] for event in events] == [1, 2] and events[-1]["target_density"] == pytest.approx(0.1)
+        prunable = sum(events[0]["alive_weights_before"].values())
+        expected = round(0.1 * prunable) if scope != "erk" else sum(events[-1]["alive_weights_after"].values())
+        assert sum(events[-1]["alive_weights_after"].values()) == expected
+        assert record["metrics"]["sparsity"] == pytest.approx(0.9, abs=0.001)
+
+
+def test_a_record_made_by_another_plugin_version_is_run_again(tmp_path):
+    args = ["run", "--pruner", "magnitude", "--seeds", "1", *FAST, "--results", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    (path,) = (tmp_path / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    record["plugins"]["pruner"]["version"] = "0.0.1"
+    path.write_text(json.dumps(record))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 run(s) completed, 0 already complete" in again.output
+    assert json.loads(path.read_text())["plugins"]["pruner"]["version"] == record["environment"]["bench_harness"]
+
+
+def test_a_regrowing_pruner_swaps_between_events_and_records_it(tmp_path):
+    args = ["run", "-p", "rigl", "-p", "magnitude", "--seeds", "1", "--dataset", "synthetic", "--epochs", "6", "--prune-every", "3",
+            "--prune-start", "1", "--regrow-every", "1", "--device", "cpu", "--results", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    by_pruner = {r["pruner"]: r for r in records(tmp_path)}
+    kinds = [(event["epoch"], event["kind"]) for event in by_pruner["rigl"]["events"]]
+    assert kinds == [(1, "prune"), (2, "regrow"), (3, "regrow"), (4, "prune")]
+    assert sum(by_pruner["rigl"]["events"][1]["regrown"].values()) > 0
+    assert [event["kind"] for event in by_pruner["magnitude"]["events"]] == ["prune", "prune"]
+    assert by_pruner["magnitude"]["config"]["regrow_every"] == 0  # a pruner that never regrows ignores it: one hash

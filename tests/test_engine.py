@@ -16,8 +16,9 @@ from bench_harness.engine import Normaliser, ResidentSplit, StepGraph, Trainer, 
 from bench_harness.masks import MaskSet
 from bench_harness.models import build_fcnn
 from bench_harness.plugins import registries
-from bench_harness.pruner import PruningContext, RunningMean, RunningMeans, find_prunable_layers
-from bench_harness.schedule import PruningSchedule
+from bench_harness.pruner import PruningContext, find_prunable_layers
+from bench_harness.schedule import EventPlan, PruningSchedule
+from bench_harness.statistics import InputGram, InputSecondMoments, RunningMean, RunningMeans
 
 EPOCHS, EVERY, RATE, BATCH, LR = 4, 2, 0.4, 50, 0.002
 
@@ -185,7 +186,7 @@ def graph_trainer(splits, pruner_name, seed, augment):
 
 
 @pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
-@pytest.mark.parametrize("pruner_name", ["none", "magnitude", "taylor", "contribution"])
+@pytest.mark.parametrize("pruner_name", ["none", "magnitude", "taylor", "contribution", "rigl", "obs", "wanda"])
 def test_replayed_step_graph_trains_exactly_like_eager_steps(replayed_graphs, ragged_splits, pruner_name, augment):
     eager = engine_trainer(ragged_splits, pruner_name, 3, augment)
     graphed = graph_trainer(ragged_splits, pruner_name, 3, augment)
@@ -202,7 +203,9 @@ def _tensors_the_graph_reads(trainer):
     """Every tensor a captured step reads or writes, by identity of its storage."""
     pruner_stats = []
     for value in vars(trainer.pruner).values():
-        if isinstance(value, RunningMeans):
+        if isinstance(value, InputSecondMoments):
+            value = value.stats
+        if isinstance(value, (RunningMeans, InputGram)):
             pruner_stats += [*value.totals, value.count]
         elif isinstance(value, RunningMean):
             pruner_stats += [value.total, value.count]
@@ -210,17 +213,19 @@ def _tensors_the_graph_reads(trainer):
     optimizer_state = [t for state in trainer.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
     parameters = list(trainer.model.parameters())
     tensors = parameters + [p.grad for p in parameters] + list(trainer.masks._masks) + optimizer_state + pruner_stats
+    tensors += list((trainer.dense_gradients or {}).values())
     tensors += [trainer._loss_sum, trainer.graph.order, trainer.graph.cursor]
     return {name: tensor.data_ptr() for name, tensor in enumerate(tensors)}
 
 
-@pytest.mark.parametrize("pruner_name", ["taylor", "contribution"])
+@pytest.mark.parametrize("pruner_name", ["taylor", "contribution", "rigl", "obs", "wanda", "snip"])
 def test_pruning_and_evaluation_update_what_the_graph_reads_in_place(replayed_graphs, ragged_splits, pruner_name):
     trainer = graph_trainer(ragged_splits, pruner_name, 0, augment=False)
     train, val = resident(ragged_splits)
     trainer.train_epoch(train)
     before = _tensors_the_graph_reads(trainer)
-    assert trainer.prune_now() > 0
+    entry = trainer.prune(EventPlan(1, 0.6, regrow_fraction=0.3), val)  # compensation and regrowth where the pruner has them
+    assert entry.removed > 0 and (pruner_name != "rigl" or sum(entry.regrown.values()) > 0)
     trainer.evaluate(val)
     trainer.train_epoch(train)  # replays, then the eager partial batch
     assert _tensors_the_graph_reads(trainer) == before
@@ -279,3 +284,11 @@ def test_a_broken_device_is_not_mistaken_for_a_failed_capture(monkeypatch, ragge
         for _ in range(StepGraph.WARMUP_STEPS):
             trainer.advance()
     assert trainer.graph_error is None
+
+
+def test_layer_hooks_are_removed_when_training_ends_so_the_model_is_plain_again(splits, tmp_path):
+    trainer = engine_trainer(splits, "wanda", 0)
+    assert trainer.model[1]._forward_hooks  # the inputs reach the pruner through a hook
+    trainer.fit(*resident(splits))
+    assert not any(module._forward_hooks for module in trainer.model.modules())
+    torch.save(trainer.model, tmp_path / "model.pt")  # pickles: no closure over the trainer left

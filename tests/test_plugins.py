@@ -103,6 +103,18 @@ def test_a_run_uses_the_example_pruner(installed_example, tmp_path):
     record = json.loads(record_path.read_text())
     assert record["pruner"] == "movement" and record["status"] == "ok"
     assert record["metrics"]["sparsity"] == pytest.approx(0.75, abs=0.01)
+    assert record["plugins"]["pruner"]["distribution"] == "bench-harness-movement"
+    assert record["plugins"]["pruner"]["version"] == "0.1.0" and record["dense_reference"] is False
+
+
+def test_the_example_packages_own_test_passes_with_the_kit(installed_example):
+    tests = EXAMPLE / "tests"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)], capture_output=True, text=True,
+        env=dict(os.environ, **installed_example), cwd=tests, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
 
 
 def test_the_readme_shows_the_example_package_verbatim():
