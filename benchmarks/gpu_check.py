@@ -326,8 +326,12 @@ def grid_estimate(check: Check, model: str) -> float:
     return projection["engine"]["total_seconds"] * share + full["pruners"] * check.sizes.grid_seeds * per_run_fixed + startup
 
 
-def synthetic_grid_part(model: str, shape: str) -> Part:
-    """speed.py --grid-only: every pruner x seeds x a few epochs through run_grid, on synthetic pixels."""
+def synthetic_grid_part(model: str, shape: str, fallback: bool = False) -> Part:
+    """speed.py --grid-only: every pruner x seeds x a few epochs through run_grid, on synthetic pixels.
+
+    As a ``fallback`` it runs only when the Fashion-MNIST grid did not succeed, so that the
+    MNIST-shaped half of the grid is still measured if the real files cannot be read there.
+    """
 
     def command(check: Check) -> list[str]:
         return script(
@@ -344,10 +348,14 @@ def synthetic_grid_part(model: str, shape: str) -> Part:
     def skip(check: Check) -> str | None:
         if check.smoke and model == "cnn":
             return "cpu-smoke: the runner times every trained CNN's inference, about 20 s a run on one CPU thread; the fcnn grid runs the same code"
+        if fallback and check.ok(f"grid-{model}"):
+            return "the Fashion-MNIST grid succeeded"
         return None
 
     return Part(
-        f"grid-{model}", f"measured seed grid, {shape}-shaped synthetic data (speed.py --grid-only)", command, collect,
+        f"grid-{model}" + ("-synthetic" if fallback else ""),
+        f"measured seed grid, {shape}-shaped synthetic data (speed.py --grid-only)" + (", if the Fashion-MNIST grid failed" if fallback else ""),
+        command, collect,
         estimate=lambda check: grid_estimate(check, model), skip=skip,
     )
 
@@ -445,14 +453,14 @@ def plan(check: Check) -> list[Part]:
         speed_part("fcnn", "MNIST"),
         speed_part("cnn", "CIFAR-10"),
         telemetry_part(),
-        fashion_grid_part() if check.real_data else synthetic_grid_part("fcnn", "MNIST"),
+        *([fashion_grid_part(), synthetic_grid_part("fcnn", "MNIST", fallback=True)] if check.real_data else [synthetic_grid_part("fcnn", "MNIST")]),
         synthetic_grid_part("cnn", "CIFAR-10"),
         bench_run_part(),
         compaction_part(),
     ]
 
 
-PART_NAMES = ("cuda-tests", "speed-fcnn", "speed-cnn", "telemetry", "grid-fcnn", "grid-cnn", "bench-run", "compaction")
+PART_NAMES = ("cuda-tests", "speed-fcnn", "speed-cnn", "telemetry", "grid-fcnn", "grid-fcnn-synthetic", "grid-cnn", "bench-run", "compaction")
 
 
 # --- running a part ------------------------------------------------------------------------------------
@@ -654,9 +662,14 @@ def speed_figures(check: Check, model: str) -> dict | None:
     return check.figures(f"speed-{model}").get("results", {}).get(model)
 
 
+def grid_part(check: Check, model: str) -> str:
+    """The part whose measured grid of ``model`` counts: the synthetic fallback where it ran, else the grid part."""
+    return f"grid-{model}-synthetic" if check.ok(f"grid-{model}-synthetic") else f"grid-{model}"
+
+
 def grid_figures(check: Check, model: str) -> dict | None:
     """The measured grid of one model (synthetic or Fashion-MNIST), or None."""
-    return check.figures(f"grid-{model}").get("grid")
+    return check.figures(grid_part(check, model)).get("grid")
 
 
 def extrapolate_grid(measured: dict, speed: dict) -> dict:
@@ -691,8 +704,8 @@ def grid_halves(check: Check) -> dict[str, dict]:
             continue
         projected = speed["projection_seed_grid"]["engine"]["total_seconds"]
         half = {"total_seconds": projected, "projected_seconds": projected, "shares": None, "basis": "speed.py's projection", "measured": measured}
-        if measured and check.ok(f"grid-{model}"):  # a grid cut short or with failed runs would mislead
-            half.update(extrapolate_grid(measured, speed), data=check.figures(f"grid-{model}")["data"])
+        if measured and check.ok(grid_part(check, model)):  # a grid cut short or with failed runs would mislead
+            half.update(extrapolate_grid(measured, speed), data=check.figures(grid_part(check, model))["data"])
         halves[model] = half
     return halves
 
@@ -856,7 +869,7 @@ def grid_section(check: Check) -> list[str]:
     lines = []
     if rows:
         lines += ["## Seed grid", "", table(rows, ["model", "data", "measured grid", "full grid", "speed.py projection", "where the full grid's time goes"], "github"), ""]
-    fashion = grid_figures(check, "fcnn")
+    fashion = check.figures("grid-fcnn").get("grid")
     if fashion and "test_accuracy_by_pruner" in fashion:
         accuracies = ", ".join(f"{pruner} {100 * value:.2f}%" for pruner, value in fashion["test_accuracy_by_pruner"].items())
         lines += [records_line("Fashion-MNIST grid", fashion), f"Its test accuracy after {fashion['epochs']} epochs (mean over seeds): {accuracies}.", ""]
@@ -928,16 +941,17 @@ def problems(check: Check) -> list[str]:
             if on_gpu:
                 modes = {speed["engine"]["engine"], *speed["concurrency"]["engines"], *(row["engine"] for row in speed["pruning"].values())}
                 found += [f"speed-{model}: a run trained in '{mode}' mode on the GPU, not 'cuda-graph'" for mode in sorted(modes - {"cuda-graph"})]
-        grid = grid_figures(check, model)
+    for name in ("grid-fcnn", "grid-fcnn-synthetic", "grid-cnn"):
+        grid = check.figures(name).get("grid")
         if grid:
-            found += [f"grid-{model}: run failed: {failure}" for failure in grid["failed"]]
-            found += [f"grid-{model}: {error}" for error in grid.get("graph_errors", [])]
+            found += [f"{name}: run failed: {failure}" for failure in grid["failed"]]
+            found += [f"{name}: {error}" for error in grid.get("graph_errors", [])]
             if on_gpu:
-                found += [f"grid-{model}: runs trained in '{mode}' mode on the GPU" for mode in grid["engines"] if mode != "cuda-graph"]
+                found += [f"{name}: runs trained in '{mode}' mode on the GPU" for mode in grid["engines"] if mode != "cuda-graph"]
     run = check.figures("bench-run").get("run")
     if run:
         found += [f"bench-run: run failed: {failure}" for failure in run["failed"]]
-    for label, records in (("grid-fcnn", grid_figures(check, "fcnn")), ("bench-run", run)):
+    for label, records in (("grid-fcnn", check.figures("grid-fcnn").get("grid")), ("bench-run", run)):
         if on_gpu and records and "train_energy_joules_per_run" in records and records["train_energy_joules_per_run"] is None:
             found.append(f"{label}: no training energy in the run records on the GPU (NVML missing?)")
     telemetry = check.figures("telemetry").get("results", {})
@@ -990,10 +1004,14 @@ def summary(check: Check, judged: list[Target], found: list[str], finished: bool
     gpu = gpu_name(check)
     device = gpu or (f"CPU ({env['cpu_name']})" if env else "CPU")
     data_dir = display_path(check.args.data_dir)
-    data = (
-        f"real Fashion-MNIST from `{data_dir}` for the MNIST-shaped grid" if check.real_data
-        else ("synthetic pixels for every grid (cpu-smoke)" if check.smoke else f"no Fashion-MNIST files in `{data_dir}`, so synthetic pixels for every grid")
-    )
+    if check.smoke:
+        data = "synthetic pixels for every grid (cpu-smoke)"
+    elif not check.real_data:
+        data = f"no Fashion-MNIST files in `{data_dir}`, so synthetic pixels for every grid"
+    elif check.status("grid-fcnn-synthetic") not in ("skipped", "pending"):
+        data = f"Fashion-MNIST files in `{data_dir}`, but their grid failed, so synthetic pixels for every grid"
+    else:
+        data = f"real Fashion-MNIST from `{data_dir}` for the MNIST-shaped grid"
     versions = f"; torch {env['torch']}, CUDA {env.get('cuda_version') or '-'}" if env else ""
     lines = [
         f"# GPU check: {device}", "",
