@@ -5,7 +5,7 @@ produced it, so each script's JSON carries :func:`describe_environment`, and its
 carries the device's name and the date.
 
 Torch and the harness are imported only by the functions that need them, so that gpu_check.py, which
-runs the other scripts as child processes, can use these helpers without importing either: whatever
+runs the other scripts as child processes, can use these functions without importing either: whatever
 breaks in them, it still writes its summary.
 """
 
