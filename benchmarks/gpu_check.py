@@ -938,6 +938,8 @@ def problems(check: Check) -> list[str]:
             errors = [speed["engine"]["graph_error"], *speed["concurrency"]["graph_errors"], *speed["concurrency"]["errors"]]
             errors += [row["graph_error"] for row in (speed["pruning_baseline"], *speed["pruning"].values())]
             found += [f"speed-{model}: {error}" for error in sorted({e for e in errors if e})]
+            if "error" in speed.get("profiles", {}):
+                found.append(f"speed-{model}: the profile failed: {speed['profiles']['error']}")
             if on_gpu:
                 modes = {speed["engine"]["engine"], *speed["concurrency"]["engines"], *(row["engine"] for row in speed["pruning"].values())}
                 found += [f"speed-{model}: a run trained in '{mode}' mode on the GPU, not 'cuda-graph'" for mode in sorted(modes - {"cuda-graph"})]

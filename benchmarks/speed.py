@@ -605,7 +605,10 @@ def benchmark_workload(workload: Workload, device: torch.device, concurrency: in
         # The dense epoch (the speed-up and the grid) and every pruner over its overhead target.
         missed = [pruner for pruner, row in overheads.items() if not row["within_target"]]
         progress(f"{workload.model}: profiling one epoch of {', '.join(['none', *missed])}")
-        figures["profiles"] = profile_epochs(workload, cache, device, ["none", *missed], args)
+        try:
+            figures["profiles"] = profile_epochs(workload, cache, device, ["none", *missed], args)
+        except Exception as error:  # noqa: BLE001 - the profile explains figures; it must not cost them
+            figures["profiles"] = {"error": f"{type(error).__name__}: {error}"}
     if args.measure_grid:
         progress(f"{workload.model}: grid of {len(args.pruners)} pruners x {args.grid_seeds} seeds x {args.grid_epochs} epochs")
         shape = grid_shape(textbook["train_images"], textbook["test_images"], args.grid_epochs, args.grid_seeds, len(args.pruners))
