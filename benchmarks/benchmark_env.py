@@ -3,6 +3,10 @@
 A timing means little without the hardware, versions, thread settings, commit and command that
 produced it, so each script's JSON carries :func:`describe_environment`, and its default file name
 carries the device's name and the date.
+
+Torch and the harness are imported only by the functions that need them, so that gpu_check.py, which
+runs the other scripts as child processes, can use these functions without importing either: whatever
+breaks in them, it still writes its summary.
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tabulate import tabulate
-
-from bench_harness.record import cpu_name, environment
+if TYPE_CHECKING:
+    import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where the benchmark JSON files go unless ``--output`` says otherwise."""
@@ -37,6 +40,10 @@ def git_commit() -> str | None:
 
 def describe_environment(device: torch.device) -> dict:
     """The runner's environment record plus what a speed figure also depends on."""
+    import torch
+
+    from bench_harness.record import cpu_name, environment
+
     return {
         **environment(device),
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -58,13 +65,19 @@ def slug(text: str) -> str:
 
 def default_output(benchmark: str, device: torch.device) -> Path:
     """benchmarks/results/<benchmark>-<device name>-<date>.json."""
+    import torch
+
+    from bench_harness.record import cpu_name
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu_name()}"
     return RESULTS_DIR / f"{benchmark}-{slug(name)}-{datetime.now().strftime('%Y-%m-%d')}.json"
 
 
-def table(rows: list[list], headers: list[str]) -> str:
-    """A plain-text table."""
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+def table(rows: list[list], headers: list[str], tablefmt: str = "simple") -> str:
+    """A plain-text table (``tablefmt="github"``: a markdown one)."""
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
 def progress(message: str) -> None:

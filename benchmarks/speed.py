@@ -49,7 +49,8 @@ PROTOCOL_EVENTS = len(PruningSchedule.build(PROTOCOL.epochs, PROTOCOL.prune_ever
 """Pruning events per run of the seed protocol (9)."""
 
 BUILTIN_PRUNERS = ("none",) + tuple(name for name in registries().pruners.names() if name != "none")
-"""Every registered pruner, as ``bench run --all`` runs them; ``none`` (the dense baseline) first."""
+"""Every registered pruner, as ``bench run --all`` runs them; ``none`` (the dense baseline) first.
+The default of ``--pruners``."""
 
 OVERHEAD_TARGET_PERCENT = 5.0
 """PROTOCOL.md §3: pruning bookkeeping should cost under 5% of a run's training time."""
@@ -403,14 +404,14 @@ def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, 
     """
     train, _, _, _ = cache.get(workload.dataset, 0)
     trainers, memory = {}, {}
-    for pruner in BUILTIN_PRUNERS:
+    for pruner in args.pruners:
         with MemoryMeter(device) as meter:
             trainers[pruner] = build_trainer(workload, cache, device, pruner, args.seed, args)
             trainers[pruner].train_epoch(train)  # warm-up (graph capture on a GPU)
         memory[pruner] = meter.figures()
-    seconds = {pruner: [] for pruner in BUILTIN_PRUNERS}
+    seconds = {pruner: [] for pruner in args.pruners}
     for round_index in range(args.epochs):
-        order = BUILTIN_PRUNERS if round_index % 2 == 0 else BUILTIN_PRUNERS[::-1]
+        order = args.pruners if round_index % 2 == 0 else args.pruners[::-1]
         for pruner in order:
             seconds[pruner].append(timed(device, lambda: trainers[pruner].train_epoch(train))[1])
     rows = {}
@@ -470,11 +471,11 @@ class GridShape:
         return self.pruners * self.seeds
 
 
-def grid_shape(full_train_images: int, test_images: int, epochs: int, seeds: int) -> GridShape:
+def grid_shape(full_train_images: int, test_images: int, epochs: int, seeds: int, pruners: int) -> GridShape:
     """The grid ``bench run --all`` plans for one dataset: validation split and events as the runner makes them."""
     val_images = resolve_val_size(PROTOCOL.val_size, full_train_images)
     events = len(PruningSchedule.build(epochs, PROTOCOL.prune_every, PROTOCOL.prune_rate).event_epochs)
-    return GridShape(len(BUILTIN_PRUNERS), seeds, epochs, events, full_train_images - val_images, val_images, test_images)
+    return GridShape(pruners, seeds, epochs, events, full_train_images - val_images, val_images, test_images)
 
 
 def evaluation_seconds(shape: GridShape, eval_seconds_per_image: float) -> float:
@@ -519,7 +520,7 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
     """
     found = registries()
     base = RunConfig(epochs=args.grid_epochs, device=args.device)
-    configs = plan_runs(base, list(BUILTIN_PRUNERS), [workload.dataset], args.grid_seeds, found)
+    configs = plan_runs(base, list(args.pruners), [workload.dataset], args.grid_seeds, found)
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="speed-grid-") as folder:
         summary, seconds = timed(device, lambda: run_grid(configs, found, ResultsStore(folder), None, force=True, concurrency=concurrency))
@@ -530,11 +531,52 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
     # Captures run one after another on the host, so their times add up (zero without a GPU).
     capture = sum(m["capture_seconds"] for m in metrics)
     return {
-        "runs": len(configs), "completed": summary.completed, "failed": summary.failed, "seconds": seconds,
+        "runs": len(configs), "pruners": len(args.pruners), "seeds": args.grid_seeds, "epochs": args.grid_epochs,
+        "events": len(PruningSchedule.build(args.grid_epochs, PROTOCOL.prune_every, PROTOCOL.prune_rate).event_epochs),
+        "train_images": metrics[0]["train_images"] if metrics else None, "val_images": metrics[0]["val_images"] if metrics else None,
+        "completed": summary.completed, "failed": summary.failed, "seconds": seconds,
         "train_seconds": train, "prune_seconds": prune, "capture_seconds": capture, "other_seconds": seconds - train - prune - capture,
         "inference_seconds": sum(m["inference_seconds"] for m in metrics),
         "engines": sorted({m["engine"] for m in metrics}), "test_accuracy_mean": mean_or_none([m["test_accuracy"] for m in metrics]),
     }
+
+
+# --- where an epoch's time goes ------------------------------------------------------------------
+
+
+PROFILE_ROWS = 25
+"""Operators listed per profile, the most expensive first."""
+
+
+def profile_epochs(workload: Workload, cache: DataCache, device: torch.device, pruners: list[str], args: argparse.Namespace) -> dict[str, dict]:
+    """One engine epoch per pruner under torch.profiler, its top operators written to ``--profile DIR``.
+
+    When a target is missed, the figures say by how much and these tables say where the time goes:
+    on a GPU, whether the device is busy (its kernels' self time against the epoch's wall-clock) or
+    waits for the host, and which operators dominate. A fresh run per pruner, warmed up first, so
+    the graph capture stays out of the profile.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    train, _, _, _ = cache.get(workload.dataset, 0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    args.profile.mkdir(parents=True, exist_ok=True)
+    profiles = {}
+    for pruner in pruners:
+        trainer = build_trainer(workload, cache, device, pruner, args.seed, args)
+        trainer.train_epoch(train)
+        with profile(activities=activities) as profiler:
+            _, seconds = timed(device, lambda: trainer.train_epoch(train))
+        path = args.profile / f"profile-{workload.model}-{pruner}.txt"
+        header = (
+            f"One engine epoch of {workload.model}, pruner {pruner}, {len(train):,} images, engine {trainer.engine}: "
+            f"{seconds:.3f} s wall-clock under the profiler (which slows it).\n"
+        )
+        path.write_text(header + profiler.key_averages().table(sort_by=sort_by, row_limit=PROFILE_ROWS) + "\n")
+        profiles[pruner] = {"file": str(path), "epoch_seconds_profiled": seconds, "engine": trainer.engine, "sorted_by": sort_by}
+        trainer.release_graph()
+    return profiles
 
 
 # --- one model, end to end ------------------------------------------------------------------------
@@ -542,6 +584,9 @@ def measure_grid(workload: Workload, args: argparse.Namespace, concurrency: int)
 
 def benchmark_workload(workload: Workload, device: torch.device, concurrency: int, args: argparse.Namespace) -> dict:
     """Every measurement of one model; the data stays resident only while this model is measured."""
+    if args.grid_only:
+        progress(f"{workload.model}: grid of {len(args.pruners)} pruners x {args.grid_seeds} seeds x {args.grid_epochs} epochs")
+        return {"grid": {"measured": measure_grid(workload, args, concurrency)}}
     cache = DataCache(registries(), None, device)
     train, _, test, _ = cache.get(workload.dataset, 0)
     progress(f"{workload.model}: textbook loop")
@@ -550,8 +595,8 @@ def benchmark_workload(workload: Workload, device: torch.device, concurrency: in
     engine = measure_engine(workload, cache, device, args)
     progress(f"{workload.model}: {concurrency} concurrent runs")
     group = measure_concurrency(workload, cache, device, concurrency, args)
-    progress(f"{workload.model}: pruners {', '.join(BUILTIN_PRUNERS)}, round-robin")
-    seed_grid = grid_shape(workload.train_images, workload.test_images, PROTOCOL.epochs, PROTOCOL_SEEDS)
+    progress(f"{workload.model}: pruners {', '.join(args.pruners)}, round-robin")
+    seed_grid = grid_shape(workload.train_images, workload.test_images, PROTOCOL.epochs, PROTOCOL_SEEDS, len(args.pruners))
     measured = measure_pruners(workload, cache, device, args)
     overheads = {pruner: pruning_overhead(measured["none"], row, seed_grid.train_images) for pruner, row in measured.items() if pruner != "none"}
     figures = {
@@ -560,9 +605,17 @@ def benchmark_workload(workload: Workload, device: torch.device, concurrency: in
         "pruning_baseline": measured["none"], "pruning": overheads,
     }
     figures["projection_seed_grid"] = project(seed_grid, figures)
+    if args.profile is not None:
+        # The dense epoch (the speed-up and the grid) and every pruner over its overhead target.
+        missed = [pruner for pruner, row in overheads.items() if not row["within_target"]]
+        progress(f"{workload.model}: profiling one epoch of {', '.join(['none', *missed])}")
+        try:
+            figures["profiles"] = profile_epochs(workload, cache, device, ["none", *missed], args)
+        except Exception as error:  # noqa: BLE001 - the profile explains figures; it must not cost them
+            figures["profiles"] = {"error": f"{type(error).__name__}: {error}"}
     if args.measure_grid:
-        progress(f"{workload.model}: grid of {len(BUILTIN_PRUNERS)} pruners x {args.grid_seeds} seeds x {args.grid_epochs} epochs")
-        shape = grid_shape(textbook["train_images"], textbook["test_images"], args.grid_epochs, args.grid_seeds)
+        progress(f"{workload.model}: grid of {len(args.pruners)} pruners x {args.grid_seeds} seeds x {args.grid_epochs} epochs")
+        shape = grid_shape(textbook["train_images"], textbook["test_images"], args.grid_epochs, args.grid_seeds, len(args.pruners))
         figures["grid"] = {"measured": measure_grid(workload, args, concurrency), "projected": project(shape, figures)}
     return figures
 
@@ -694,7 +747,7 @@ def report(payload: dict) -> str:
         "Wall time of the grid (textbook: one run after another, training + evaluation; engine: concurrent groups + evaluation + pruning)",
         projection_table(results),
         *(["(measured grid, 'all else': validation, test passes, the runner's per-run inference measurements, setup)"] if payload["settings"]["measure_grid"] else []),
-        f"seed grid total ({len(BUILTIN_PRUNERS)} pruners x {PROTOCOL_SEEDS} seeds x {PROTOCOL.epochs} epochs per dataset): {totals_text(results, 'projection_seed_grid')}",
+        f"seed grid total ({len(payload['settings']['pruners'])} pruners x {PROTOCOL_SEEDS} seeds x {PROTOCOL.epochs} epochs per dataset): {totals_text(results, 'projection_seed_grid')}",
     ]
     for model, figures in results.items():
         problems = [figures["engine"]["graph_error"], *figures["concurrency"]["graph_errors"], *figures["concurrency"]["errors"]]
@@ -707,6 +760,28 @@ def report(payload: dict) -> str:
             problems += [f"a run trained in '{mode}' mode on the GPU, not 'cuda-graph'" for mode in modes if mode != "cuda-graph"]
         for problem in sorted({p for p in problems if p}):
             lines.append(f"PROBLEM ({model}): {problem}")
+    return "\n".join(lines)
+
+
+def grid_report(payload: dict) -> str:
+    """The report of ``--grid-only``: the measured grid alone."""
+    env, settings = payload["environment"], payload["settings"]
+    rows = []
+    for model, figures in payload["results"].items():
+        measured = figures["grid"]["measured"]
+        rows.append([
+            model, f"{measured['completed']} of {measured['runs']}", ", ".join(measured["engines"]), duration_text(measured["train_seconds"]),
+            duration_text(measured["prune_seconds"]), duration_text(measured["capture_seconds"]), duration_text(measured["other_seconds"]),
+            duration_text(measured["seconds"]), percent_text(measured["test_accuracy_mean"]),
+        ])
+    lines = [
+        f"bench-harness measured grid, {env['date']}; device: {env['gpu_name'] or 'CPU ' + env['cpu_name']}; command: {env['command']}",
+        f"{len(settings['pruners'])} pruners x {settings['grid_seeds']} seeds x {settings['grid_epochs']} epochs per model, "
+        "through plan_runs + run_grid on synthetic pixels ('other': validation, test passes, per-run inference measurements, setup)",
+        table(rows, ["model", "runs ok", "engine", "train", "pruning", "capture", "other", "total", "mean test acc"]),
+    ]
+    for model, figures in payload["results"].items():
+        lines += [f"PROBLEM ({model}): {failure}" for failure in figures["grid"]["measured"]["failed"]]
     return "\n".join(lines)
 
 
@@ -728,12 +803,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=None, help="runs trained together [default: the runner's, 5 on a GPU, 1 on the CPU]")
     parser.add_argument("--prune-events", type=int, default=3, help="pruning events timed per pruner; the median is used [default: 3]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the models and shuffles [default: 0]")
-    parser.add_argument("--measure-grid", action="store_true", help="also run the grid through run_grid (5 pruners x --grid-seeds x --grid-epochs per model) and time it")
+    parser.add_argument(
+        "--pruners", default=",".join(BUILTIN_PRUNERS),
+        help="comma-separated registered pruners whose overhead is measured and which the grid trains, or 'all' (every registered one, "
+        "as bench run --all); none, the baseline, is always included [default: every registered pruner]",
+    )
+    parser.add_argument("--measure-grid", action="store_true", help="also run the grid through run_grid (--pruners x --grid-seeds x --grid-epochs per model) and time it")
+    parser.add_argument("--grid-only", action="store_true", help="measure the grid (as --measure-grid) and nothing else")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="profile one engine epoch (dense, and each pruner over its overhead target) into DIR")
     parser.add_argument("--grid-epochs", type=int, default=PROTOCOL.epochs, help=f"epochs per run of the measured grid [default: {PROTOCOL.epochs}]")
     parser.add_argument("--grid-seeds", type=int, default=PROTOCOL_SEEDS, help=f"seeds of the measured grid [default: {PROTOCOL_SEEDS}]")
     parser.add_argument("--output", type=Path, default=None, help="JSON file for every figure [default: benchmarks/results/speed-<device>-<date>.json]")
     args = parser.parse_args(argv)
     args.models = model_list(parser, args.models, WORKLOADS)
+    found = registries().pruners
+    registered = found.names()
+    pruners = [name.strip() for name in args.pruners.split(",") if name.strip()]
+    if pruners == ["all"]:  # what bench run --all plans at the protocol's granularity
+        pruners = [name for name in registered if PROTOCOL.granularity in found.get(name).granularities]
+    if any(name not in registered for name in pruners):
+        parser.error(f"--pruners takes registered pruners ({', '.join(registered)}), got {pruners}")
+    args.pruners = ("none", *dict.fromkeys(name for name in pruners if name != "none"))
+    args.measure_grid = args.measure_grid or args.grid_only
     for option in ("epochs", "train_images", "test_images", "concurrency", "grid_epochs", "grid_seeds"):
         value = getattr(args, option)
         if value is not None and value < 1:
@@ -778,7 +869,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "epochs": args.epochs, "warmup_epochs": 1, "batch_size": PROTOCOL.batch_size, "lr": PROTOCOL.lr, "optimizer": "Adam",
             "workers": args.workers, "concurrency": concurrency, "prune_events": args.prune_events, "seed": args.seed,
-            "sizes": dataset_sizes(args), "measure_grid": args.measure_grid, "grid_epochs": args.grid_epochs, "grid_seeds": args.grid_seeds,
+            "overhead_target_percent": OVERHEAD_TARGET_PERCENT,
+            "sizes": dataset_sizes(args), "pruners": list(args.pruners), "measure_grid": args.measure_grid, "grid_only": args.grid_only,
+            "grid_epochs": args.grid_epochs, "grid_seeds": args.grid_seeds,
             "overhead_formula": (
                 f"({PROTOCOL.epochs} x observe_extra_epoch_seconds + {PROTOCOL_EVENTS} x event_seconds) / ({PROTOCOL.epochs} x none_epoch_seconds) x 100, "
                 "per-epoch seconds scaled per image to the protocol's training split (55,000 / 45,000 images)"
@@ -786,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
     }
-    print(report(payload))
+    print(grid_report(payload) if args.grid_only else report(payload))
     write_json_atomically(output, payload)
     print(f"\nJSON written to {output}")
     return 0

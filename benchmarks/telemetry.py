@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment,
         "settings": {
             "period": args.period, "trial_epochs": args.trial_epochs, "rounds": args.rounds, "concurrency": args.concurrency,
+            "target_percent": TARGET_PERCENT,
             "sizes": sizes, "batch_size": RunConfig().batch_size,
         },
         "results": results,
