@@ -184,6 +184,47 @@ def leaderboard(
 
 
 @app.command()
+def plot(
+    results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures [default: RESULTS/plots]."),
+) -> None:
+    """Figures as PNG and SVG: accuracy vs sparsity, training curves, the damage of each pruning event."""
+    from bench_harness.leaderboard import build_leaderboards
+    from bench_harness.plots import build_plots, write_plots
+    from bench_harness.store import ResultsStore
+
+    with user_errors():
+        with warnings_as_lines():
+            records = ResultsStore(results).records()
+        folder = output if output is not None else results / "plots"
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--output {folder} is a file; name a folder for the figures.")
+        written = write_plots(build_plots(build_leaderboards(records, where=str(results))), folder)
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def report(
+    results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file to write [default: RESULTS/report.html]."),
+) -> None:
+    """One self-contained HTML page: tables, plots, protocol, environment and failed runs."""
+    from bench_harness.report import build_report
+    from bench_harness.store import ResultsStore, write_text_atomically
+
+    with user_errors():
+        left_out: list[str] = []
+        with warnings_as_lines(left_out):
+            records = ResultsStore(results).records()
+        target = output if output is not None else results / "report.html"
+        if target.is_dir():
+            raise UserError(f"--output {target} is a folder; name the HTML file to write.")
+        write_text_atomically(target, build_report(records, str(results), left_out))
+    typer.echo(f"Report written to {target}.", err=True)
+
+
+@app.command()
 def info() -> None:
     """The device, driver, NVML availability and package versions this machine would run with."""
     from bench_harness.listing import machine_report
