@@ -160,14 +160,14 @@ def leaderboard(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table to this file instead of printing it."),
     columns: Optional[List[str]] = typer.Option(
         None, "--columns", "-c",
-        help="Columns to show, comma-separated or repeated, in every format; 'all' for every one. "
-             "[default: pruner,n,test_accuracy,delta_vs_baseline,p_holm,delta_vs_dense,sparsity,params_nonzero,"
-             "train_seconds,prune_seconds; csv and json: all]",
+        help="Columns to show, comma-separated or repeated, in every format; 'all' for every one "
+             "(default: pruner,n,test_accuracy,delta_vs_baseline,p_holm,delta_vs_dense,sparsity,train_seconds,"
+             "prune_seconds; csv and json: all).",
     ),
-    baseline: Optional[str] = typer.Option(None, help="Compare every row with this pruner [default: the best other pruner of each table]."),
+    baseline: Optional[str] = typer.Option(None, help="Compare every row with this pruner (default: the best other pruner of each table)."),
     sweep: Optional[bool] = typer.Option(
         None, "--sweep/--no-sweep",
-        help="One summary per sweep: pruners by final sparsity [default: for the text formats, when the folder holds a sweep].",
+        help="One summary per sweep: pruners by final sparsity (default: in the text formats, when the folder holds a sweep).",
     ),
     per_seed: bool = typer.Option(False, "--per-seed", help="One row per run (seed, accuracy, sparsity, times), to spot outliers."),
 ) -> None:
@@ -186,7 +186,7 @@ def leaderboard(
 @app.command()
 def plot(
     results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures [default: RESULTS/plots]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures (default: RESULTS/plots)."),
 ) -> None:
     """Figures as PNG and SVG: accuracy vs sparsity, training curves, the damage of each pruning event."""
     from bench_harness.leaderboard import build_leaderboards
@@ -207,7 +207,7 @@ def plot(
 @app.command()
 def report(
     results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file to write [default: RESULTS/report.html]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file to write (default: RESULTS/report.html)."),
 ) -> None:
     """One self-contained HTML page: tables, plots, protocol, environment and failed runs."""
     from bench_harness.report import build_report

