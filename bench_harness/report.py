@@ -42,6 +42,7 @@ figure { margin: 1rem 0 1.5rem; } figure img { width: 100%; max-width: 46rem; he
 figcaption { font-size: 0.85rem; color: #333; max-width: 60rem; }
 details { margin: 0.5rem 0 1rem; } summary { cursor: pointer; color: #0b5394; }
 .meta { color: #444; } td.error { white-space: normal; text-align: left; max-width: 40rem; }
+td:first-child { white-space: normal; }  /* long table titles wrap instead of widening the page */
 """
 
 # What the environment table shows of each record's ``environment``, in this order.
