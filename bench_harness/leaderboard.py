@@ -299,6 +299,7 @@ class Leaderboard:
 
     @property
     def best(self) -> str | None:
+        """The pruner with the best mean test accuracy (the dense reference is not ranked), if any."""
         marked = self.stats.loc[self.stats["mark"] == "best", "pruner"]
         return str(marked.iloc[0]) if len(marked) else None
 
@@ -489,7 +490,7 @@ def _board(settings: dict, runs: list[dict], baseline: str | None) -> Leaderboar
         stats.loc[index, "mark"] = mark
         if pruner in comparisons:
             c = comparisons[pruner]
-            stats.loc[index, ["baseline"]] = c.baseline
+            stats.at[index, "baseline"] = c.baseline
             stats.loc[index, ["delta_vs_baseline_pp", "delta_vs_baseline_ci95_pp", "delta_vs_baseline_pairs",
                               "p_value", "p_holm"]] = [c.paired.delta, c.paired.half_width, c.paired.pairs,
                                                        c.paired.p_value, c.p_holm]
@@ -747,7 +748,7 @@ def _sparsity_label(sweep: Sweep, board: Leaderboard, taken: set[str]) -> str:
     return label
 
 
-def sweep_comparison(board: Leaderboard) -> tuple[list[str], str | None, set[str]]:
+def _sweep_comparison(board: Leaderboard) -> tuple[list[str], str | None, set[str]]:
     """A sweep column's pruners (dense reference left out, it is no point of the curve), best and tied."""
     pruners = [p for p, dense in zip(board.stats["pruner"], board.stats["dense_reference"]) if not dense]
     per_seed = {p: _by_seed(board.runs_of(p)) for p in pruners}
@@ -769,7 +770,7 @@ def sweep_sections(sweeps: Sequence[Sweep]) -> list[Section]:
         for board in sweep.boards:
             label = _sparsity_label(sweep, board, taken)
             labels.append(label)
-            pruners, best, tied = sweep_comparison(board)
+            pruners, best, tied = _sweep_comparison(board)
             stats = board.stats.set_index("pruner")
             for rank, pruner in enumerate(pruners):
                 s = stats.loc[pruner]

@@ -6,7 +6,7 @@ import io
 
 import pandas as pd
 import pytest
-from record_factory import make_record, seeds, write_records
+from record_factory import seeds, write_records
 from typer.testing import CliRunner
 
 from bench_harness.cli import app
