@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -132,25 +133,105 @@ def list_plugins() -> None:
         typer.echo(plugin_tables())
 
 
+@contextlib.contextmanager
+def warnings_as_lines(collected: list[str] | None = None) -> Iterator[None]:
+    """Show each warning (a run record left out, say) as one 'Warning: ...' line on stderr, not
+    Python's two-line format with a source line; ``collected`` also receives the messages."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                typer.echo(f"Warning: {warning.message}", err=True)
+                if collected is not None:
+                    collected.append(str(warning.message))
+
+
+def _column_keys(columns: Optional[List[str]]) -> list[str]:
+    """--columns a,b --columns c -> ['a', 'b', 'c']."""
+    return [key.strip() for option in columns or [] for key in option.split(",") if key.strip()]
+
+
+def _write_or_print(text: str, output: Optional[Path], what: str) -> None:
+    from bench_harness.store import write_text_atomically
+
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text_atomically(output, text)
+        typer.echo(f"{what} written to {output}.", err=True)
+
+
 @app.command()
 def leaderboard(
     results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
     format: str = typer.Option("markdown", "--format", "-f", help="markdown | github | csv | json | latex | html"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the table to this file instead of printing it."),
+    columns: Optional[List[str]] = typer.Option(
+        None, "--columns", "-c",
+        help="Columns to show, comma-separated or repeated, in every format; 'all' for every one "
+             "(default: pruner,n,test_accuracy,delta_vs_baseline,p_holm,delta_vs_dense,sparsity,train_seconds,"
+             "prune_seconds; csv and json: all).",
+    ),
+    baseline: Optional[str] = typer.Option(None, help="Compare every row with this pruner (default: the best other pruner of each table)."),
+    sweep: Optional[bool] = typer.Option(
+        None, "--sweep/--no-sweep",
+        help="One summary per sweep: pruners by final sparsity (default: in the text formats, when the folder holds a sweep).",
+    ),
+    per_seed: bool = typer.Option(False, "--per-seed", help="One row per run (seed, accuracy, sparsity, times), to spot outliers."),
 ) -> None:
-    """One table per dataset and protocol, one row per pruner, mean ± std over seeds."""
-    from bench_harness.leaderboard import FORMATS, build_leaderboards, render
+    """One table per dataset and protocol, one row per pruner, compared over seeds."""
+    from bench_harness.leaderboard import leaderboard_text
+    from bench_harness.store import ResultsStore
+
+    with user_errors():
+        with warnings_as_lines():
+            records = ResultsStore(results).records()
+        text = leaderboard_text(records, format, where=str(results), columns=_column_keys(columns), baseline=baseline,
+                                sweep=sweep, per_seed=per_seed)
+        _write_or_print(text, output, "Leaderboard")
+
+
+@app.command()
+def plot(
+    results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures (default: RESULTS/plots)."),
+) -> None:
+    """Figures as PNG and SVG: accuracy vs sparsity, training curves, the damage of each pruning event."""
+    from bench_harness.leaderboard import build_leaderboards
+    from bench_harness.plots import build_plots, write_plots
+    from bench_harness.store import ResultsStore
+
+    with user_errors():
+        with warnings_as_lines():
+            records = ResultsStore(results).records()
+        folder = output if output is not None else results / "plots"
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--output {folder} is a file; name a folder for the figures.")
+        written = write_plots(build_plots(build_leaderboards(records, where=str(results))), folder)
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def report(
+    results: Path = typer.Option(Path("results"), help="The results folder of `bench run`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file to write (default: RESULTS/report.html)."),
+) -> None:
+    """One self-contained HTML page: tables, plots, protocol, environment and failed runs."""
+    from bench_harness.report import build_report
     from bench_harness.store import ResultsStore, write_text_atomically
 
     with user_errors():
-        if format not in FORMATS:
-            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'.")
-        text = render(build_leaderboards(ResultsStore(results).records(), where=str(results)), format)
-        if output is None:
-            typer.echo(text)
-        else:
-            write_text_atomically(output, text)
-            typer.echo(f"Leaderboard written to {output}.", err=True)
+        left_out: list[str] = []
+        with warnings_as_lines(left_out):
+            records = ResultsStore(results).records()
+        target = output if output is not None else results / "report.html"
+        if target.is_dir():
+            raise UserError(f"--output {target} is a folder; name the HTML file to write.")
+        write_text_atomically(target, build_report(records, str(results), left_out))
+    typer.echo(f"Report written to {target}.", err=True)
 
 
 @app.command()

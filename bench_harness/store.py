@@ -29,12 +29,17 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename, so no reader sees half of it."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so no reader sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp creates the file readable by its owner only; give it the permissions of a normal file.
@@ -58,13 +63,17 @@ class ResultsStore:
         return self.runs_dir / f"{config.run_id()}.json"
 
     def read(self, path: Path) -> dict | None:
-        """One record, or None (with a warning) if the file cannot be parsed."""
+        """One record, or None (with a warning naming the file) if it is not a JSON object."""
         try:
             with open(path, encoding="utf-8") as stream:
-                return json.load(stream)
-        except (OSError, json.JSONDecodeError) as exc:
-            warnings.warn(f"Skipping unreadable run record {path}: {exc}")
+                record = json.load(stream)
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON, and bytes that are not UTF-8
+            warnings.warn(f"Skipping unreadable run record {path}: {exc}", stacklevel=2)
             return None
+        if not isinstance(record, dict):
+            warnings.warn(f"Skipping run record {path}: it holds a JSON {type(record).__name__}, not an object.", stacklevel=2)
+            return None
+        return record
 
     def is_complete(self, config: RunConfig, provenance: dict) -> bool:
         """True if a successful run with exactly this config hash is already recorded, by the same
@@ -85,12 +94,47 @@ class ResultsStore:
         return path
 
     def records(self) -> list[dict]:
-        """Every readable record in the folder, in file-name order."""
+        """Every usable record in the folder, each run once, in file-name order.
+
+        A file that is not a record (unreadable, not a JSON object, no pruner, finished without
+        metrics) is left out with a warning naming it. Two files holding the same run id (a copied
+        file) count once: a finished record wins over an unfinished one, then the later one.
+        """
         if not self.runs_dir.is_dir():
             return []
-        found = []
+        kept: dict[str, tuple[Path, dict]] = {}
         for path in sorted(self.runs_dir.glob("*.json")):
             record = self.read(path)
-            if record is not None:
-                found.append(record)
-        return found
+            if record is None:
+                continue
+            problem = _malformed(record)
+            if problem:
+                warnings.warn(f"Skipping run record {path}: {problem}.", stacklevel=2)
+                continue
+            run_id = str(record.get("run_id") or path.stem)
+            if run_id in kept:
+                other_path, other = kept[run_id]
+                if _preference(record) > _preference(other):
+                    kept[run_id] = (path, record)
+                    other_path, path = path, other_path
+                warnings.warn(f"Skipping run record {path}: it repeats run {run_id} of {other_path}, counted once.", stacklevel=2)
+                continue
+            kept[run_id] = (path, record)
+        return [record for _, record in kept.values()]
+
+
+def _malformed(record: dict) -> str | None:
+    """Why a JSON object is not a usable run record, or None if it is one."""
+    config = record.get("config")
+    if config is not None and not isinstance(config, dict):
+        return "its config is not an object"
+    if not (record.get("pruner") or (config or {}).get("pruner")):
+        return "it names no pruner"
+    if record.get("status") == "ok" and not isinstance(record.get("metrics"), dict):
+        return "it is marked ok but holds no metrics"
+    return None
+
+
+def _preference(record: dict) -> tuple:
+    """Which of two records of the same run to keep: a finished one, then the later one."""
+    return (record.get("status") == "ok", str(record.get("finished_at") or ""))

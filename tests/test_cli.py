@@ -179,9 +179,9 @@ def test_the_dense_reference_is_trained_once_whatever_the_pruning_settings(tmp_p
     again = runner.invoke(app, [*base, "--granularity", "neurons", "--scope", "global"])
     assert "2 already complete" in again.output  # the two dense seeds
     board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "json"])
-    tables = json.loads(board.output)
-    dense_rows = [row for table in tables for row in table["rows"] if row["pruner"] == "none"]
-    assert len(tables) == 2 and all(row["n"] == 2 for row in dense_rows)
+    rows = json.loads(board.stdout)
+    dense_rows = [row for row in rows if row["pruner"] == "none"]
+    assert len({row["table"] for row in rows}) == 2 and len(dense_rows) == 2 and all(row["n"] == 2 for row in dense_rows)
 
 
 @pytest.mark.parametrize(
@@ -205,8 +205,9 @@ def test_a_sparsity_sweep_gives_one_table_per_target_and_trains_the_dense_refere
     assert sorted(r["pruner"] for r in found) == ["magnitude", "magnitude", "none"]
     sparsities = sorted(r["metrics"]["sparsity"] for r in found if r["pruner"] == "magnitude")
     assert sparsities == [pytest.approx(0.5, abs=0.01), pytest.approx(0.9, abs=0.01)]
-    tables = json.loads(runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "json"]).output)
-    assert len(tables) == 2 and all({row["pruner"] for row in table["rows"]} == {"none", "magnitude"} for table in tables)
+    rows = json.loads(runner.invoke(app, ["leaderboard", "--results", str(tmp_path), "--format", "json"]).stdout)
+    tables = {row["table"] for row in rows}
+    assert len(tables) == 2 and all({row["pruner"] for row in rows if row["table"] == table} == {"none", "magnitude"} for table in tables)
 
 
 def test_the_default_validation_size_spelt_out_is_the_same_run(tmp_path):
