@@ -422,27 +422,27 @@ def cuda_tests_part() -> Part:
     )
 
 
-def telemetry_part() -> Part:
-    """telemetry.py: training with and without the NVML sampler, alternating."""
+def json_script_part(name: str, description: str, sizes: Callable[["Check"], list[str]], seconds: float) -> Part:
+    """A part that runs one benchmark script, which writes ``NAME.json``, and reads that JSON back."""
 
     def command(check: Check) -> list[str]:
-        return script("telemetry", *check.sizes.device, *check.sizes.telemetry, "--output", str(check.files / "telemetry.json"))
+        return script(name, *check.sizes.device, *sizes(check), "--output", str(check.files / f"{name}.json"))
 
     return Part(
-        "telemetry", "telemetry.py: training time with and without the NVML sampler", command,
-        lambda check, result: read_json(check.files / "telemetry.json"), estimate=lambda check: 0.0 if check.smoke else 60.0,
+        name, description, command, lambda check, result: read_json(check.files / f"{name}.json"),
+        estimate=lambda check: 0.0 if check.smoke else seconds,
     )
+
+
+def telemetry_part() -> Part:
+    """telemetry.py: training with and without the NVML sampler, alternating."""
+    return json_script_part("telemetry", "telemetry.py: training time with and without the NVML sampler", lambda check: check.sizes.telemetry, 60.0)
 
 
 def compaction_part() -> Part:
     """compaction.py: masked against physically compacted neuron-pruned models."""
-
-    def command(check: Check) -> list[str]:
-        return script("compaction", *check.sizes.device, *check.sizes.compaction, "--output", str(check.files / "compaction.json"))
-
-    return Part(
-        "compaction", "compaction.py: masked vs compacted neuron-pruned models, checks and speed-up", command,
-        lambda check, result: read_json(check.files / "compaction.json"), estimate=lambda check: 0.0 if check.smoke else 30.0,
+    return json_script_part(
+        "compaction", "compaction.py: masked vs compacted neuron-pruned models, checks and speed-up", lambda check: check.sizes.compaction, 30.0
     )
 
 
