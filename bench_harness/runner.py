@@ -18,7 +18,7 @@ from bench_harness import record as records
 from bench_harness.augment import RandomCropFlip
 from bench_harness.config import RunConfig, resolve_val_size
 from bench_harness.data import DataRequest, TrainValTest, default_cache_dir, load_dataset, split_validation
-from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, TrainingOutcome, fit_together, synchronise
+from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, TrainingOutcome, fit_together, make_optimizer, synchronise
 from bench_harness.errors import UserError
 from bench_harness.masks import MaskSet
 from bench_harness.measure import trained_model
@@ -140,11 +140,7 @@ def prepare_run(config: RunConfig, registries: Registries, data: DataCache, use_
     torch.manual_seed(config.seed)
     model = model_spec.build(input_shape, dataset_spec.num_classes).to(device)
     layers = find_prunable_layers(model)
-    # On a GPU, Adam always keeps its step count and bias correction on the device (capturable), as
-    # a CUDA graph requires: the non-capturable path rounds the bias correction differently (host
-    # floats), so a run trained eagerly (--no-cuda-graphs, a non-capturable pruner, a failed
-    # capture) would otherwise compute something slightly different from a captured one.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=device.type == "cuda")
+    optimizer = make_optimizer(model, config.lr, device)
     masks = MaskSet(layers)
     context = PruningContext(model, layers, optimizer, config.seed, device, config.granularity, config.batch_size)
     pruner = pruner_class(context)

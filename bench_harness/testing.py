@@ -33,7 +33,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from bench_harness.allocation import erk_densities, round_half_up
-from bench_harness.engine import Normaliser, ResidentSplit, Trainer
+from bench_harness.engine import Normaliser, ResidentSplit, Trainer, make_optimizer
 from bench_harness.event import domain
 from bench_harness.masks import MaskSet
 from bench_harness.models import build_cnn, build_fcnn
@@ -114,7 +114,7 @@ def _run(pruner_class: type[Pruner], setting: _Setting, seed: int) -> dict[str, 
     torch.manual_seed(seed)
     model, shape = _tiny_model(setting.model)
     layers = find_prunable_layers(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer = make_optimizer(model, 0.01, torch.device("cpu"))
     masks = MaskSet(layers)
     device = torch.device("cpu")
     context = PruningContext(model, layers, optimizer, seed, device, setting.granularity, batch_size=8)

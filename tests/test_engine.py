@@ -32,7 +32,7 @@ def engine_trainer(splits, pruner_name, seed, augment=False):
     torch.manual_seed(seed)
     model = build_fcnn(tuple(splits.train_images.shape[1:]), 10)
     layers = find_prunable_layers(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimizer = engine.make_optimizer(model, LR, torch.device("cpu"))
     masks = MaskSet(layers)
     pruner_class = registries().pruners.get(pruner_name)
     pruner = pruner_class(PruningContext(model, layers, optimizer, seed, torch.device("cpu"), "connections", BATCH))
@@ -50,7 +50,7 @@ def reference_loop(splits, seed, prune):
     """A textbook eager loop with magnitude pruning written out by hand: no harness code involved."""
     torch.manual_seed(seed)
     model = build_fcnn(tuple(splits.train_images.shape[1:]), 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=True)  # the CPU's Adam, as the harness sets it up
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     masks = [torch.ones_like(w) for w in weights]
     mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
