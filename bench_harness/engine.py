@@ -231,13 +231,16 @@ class Trainer:
         """
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
+        # The dense reference never prunes, so its masks stay all ones: nothing to enforce.
+        prunes = self.pruner.prunes
         if self.dense_gradients is not None:
             torch._foreach_copy_(list(self.dense_gradients.values()), [layer.weight.grad for layer in self.layers])
-        self.masks.apply_to_gradients()
-        if self.pruner.prunes:
+        if prunes:
+            self.masks.apply_to_gradients()
             self.pruner.observe(StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, self.dense_gradients))
         self.optimizer.step()
-        self.masks.apply_to_weights()
+        if prunes:
+            self.masks.apply_to_weights()
         return loss.detach()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
