@@ -23,7 +23,7 @@ from torch import nn
 from bench_harness.augment import AugmentationDraw, RandomCropFlip
 from bench_harness.device import is_device_failure, synchronise  # noqa: F401 - re-exported for callers
 from bench_harness.errors import DeviceFailure
-from bench_harness.event import EventEntry, run_event
+from bench_harness.event import Evaluation, EventEntry, run_event
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import PrunableLayer, Pruner, StepView
 from bench_harness.schedule import EventPlan, PruningSchedule
@@ -68,14 +68,6 @@ def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.o
     if device.type == "cuda":
         return torch.optim.Adam(model.parameters(), lr=lr, capturable=True)
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Mean cross-entropy and accuracy (a fraction) of the model on one split."""
-
-    loss: float
-    accuracy: float
 
 
 @dataclass

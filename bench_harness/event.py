@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
@@ -36,8 +36,13 @@ from bench_harness.masks import MaskSet
 from bench_harness.pruner import Cut, PrunableLayer, Pruner
 from bench_harness.schedule import EventPlan
 
-if TYPE_CHECKING:
-    from bench_harness.engine import Evaluation
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy and accuracy (a fraction) of the model on one split (``Trainer.evaluate``)."""
+
+    loss: float
+    accuracy: float
 
 
 @dataclass
@@ -125,7 +130,7 @@ def run_event(
     optimizer: torch.optim.Optimizer,
     granularity: str,
     scope: str,
-    evaluate: Callable[[], "Evaluation | None"] | None = None,
+    evaluate: Callable[[], Evaluation | None] | None = None,
 ) -> EventEntry:
     """Run one pruning event (score, allocate, drop, compensate, regrow, enforce) and describe it."""
     layers = domain(masks.layers, granularity)
@@ -213,7 +218,7 @@ def run_event(
     return entry
 
 
-def _record(entry: EventEntry, moment: str, evaluate: Callable[[], "Evaluation | None"] | None) -> None:
+def _record(entry: EventEntry, moment: str, evaluate: Callable[[], Evaluation | None] | None) -> None:
     """Store the validation loss and accuracy at one moment of the event (nothing without a split)."""
     result = evaluate() if evaluate is not None else None
     if result is not None:
