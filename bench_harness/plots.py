@@ -69,6 +69,20 @@ class Plot:
         return buffer.getvalue()
 
 
+
+def _band(means: Sequence[float], halves: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Interval ends of percentages, clipped to [0, 100]: with few seeds Student's t makes intervals
+    wider than the scale, and a bar past 100% would only mislead."""
+    lows = [max(0.0, m - (0.0 if math.isnan(h) else h)) for m, h in zip(means, halves)]
+    highs = [min(100.0, m + (0.0 if math.isnan(h) else h)) for m, h in zip(means, halves)]
+    return lows, highs
+
+
+def _error_bars(means: Sequence[float], halves: Sequence[float]) -> list[list[float]]:
+    """``yerr`` for matplotlib: distances down and up to the clipped interval ends."""
+    lows, highs = _band(means, halves)
+    return [[m - low for m, low in zip(means, lows)], [high - m for m, high in zip(means, highs)]]
+
 def _styles(boards: Sequence[Leaderboard]) -> dict[str, _Style]:
     """One style per pruner, the same in every figure of the folder (pruners in alphabetical order)."""
     names = sorted({str(p) for b in boards for p, dense in zip(b.stats["pruner"], b.stats["dense_reference"]) if not dense})
@@ -114,7 +128,7 @@ def _accuracy_vs_sparsity(sweep: Sweep, styles: dict[str, _Style]) -> Plot:
         axes.axhline(mean, color=_DENSE_COLOUR, linestyle=(0, (1, 1)), linewidth=1.2,
                      label=f"{dense_board.dense} (dense), n={int(dense['n'])}")
         if not math.isnan(half):
-            axes.axhspan(mean - half, mean + half, color=_DENSE_COLOUR, alpha=0.12, linewidth=0)
+            axes.axhspan(*(end[0] for end in _band([mean], [half])), color=_DENSE_COLOUR, alpha=0.12, linewidth=0)
     drawn = sorted(points, key=lambda p: list(styles).index(p))
     for index, pruner in enumerate(drawn):
         style = styles[pruner]
@@ -122,9 +136,8 @@ def _accuracy_vs_sparsity(sweep: Sweep, styles: dict[str, _Style]) -> Plot:
         # few percent of its weights left (the log axis keeps the nudge the same width everywhere).
         nudge = 10 ** (_DODGE * (index - (len(drawn) - 1) / 2))
         xs, ys, halves = zip(*sorted(((x * nudge, y, h) for x, y, h in points[pruner]), reverse=True))
-        axes.fill_between(xs, [y - h for y, h in zip(ys, halves)], [y + h for y, h in zip(ys, halves)],
-                          color=style.colour, alpha=0.12, linewidth=0)
-        axes.errorbar(xs, ys, yerr=halves, color=style.colour, marker=style.marker, linestyle=style.line,
+        axes.fill_between(xs, *_band(ys, halves), color=style.colour, alpha=0.12, linewidth=0)
+        axes.errorbar(xs, ys, yerr=_error_bars(ys, halves), color=style.colour, marker=style.marker, linestyle=style.line,
                       markersize=6, markerfacecolor="white", markeredgewidth=1.4, capsize=3, linewidth=1.4,
                       label=pruner)
     axes.set_xscale("log")
@@ -180,8 +193,7 @@ def _training_curves(board: Leaderboard, styles: dict[str, _Style]) -> Plot | No
             if not epochs:
                 continue
             drawn = True
-            axes.fill_between(epochs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)],
-                              color=style.colour, alpha=0.15, linewidth=0)
+            axes.fill_between(epochs, *_band(means, halves), color=style.colour, alpha=0.15, linewidth=0)
             axes.plot(epochs, means, color=style.colour, marker=style.marker or None, linestyle=style.line,
                       markersize=4, markerfacecolor="white", markevery=max(1, len(epochs) // 12), linewidth=1.3,
                       label=label)
@@ -254,7 +266,7 @@ def _event_damage(board: Leaderboard, styles: dict[str, _Style]) -> Plot | None:
             epochs = sorted(points)
             stats = [mean_interval(points[e]) for e in epochs]
             axes.errorbar([e + shift for e in epochs], [s.mean for s in stats],
-                          yerr=[0.0 if math.isnan(s.half_width) else s.half_width for s in stats],
+                          yerr=_error_bars([s.mean for s in stats], [s.half_width for s in stats]),
                           linestyle="none", marker=marker, markersize=6, color=colour, capsize=2, elinewidth=0.7,
                           ecolor="#777777", markerfacecolor=face or colour, markeredgecolor=colour, label=label)
         axes.set_title(pruner, fontsize=9)
