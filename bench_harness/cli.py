@@ -48,7 +48,9 @@ def user_errors() -> Iterator[None]:
 
 @app.command()
 def run(
-    all_pruners: bool = typer.Option(False, "--all", help="Every registered pruner, on mnist and cifar10 unless --dataset is given."),
+    all_pruners: bool = typer.Option(
+        False, "--all", help="Every registered pruner (ablation variants only when named), on mnist and cifar10 unless --dataset is given."
+    ),
     pruner: Optional[List[str]] = typer.Option(None, "--pruner", "-p", help="A pruner to run (repeatable)."),
     dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", help="A dataset (repeatable)."),
     model: str = typer.Option(DEFAULTS.model, help="Model name; default: each dataset's own model."),
@@ -91,7 +93,8 @@ def run(
 
     with user_errors():
         found = registries()
-        pruners = found.pruners.names() if all_pruners else list(pruner or [])
+        methods = [entry.name for entry in found.pruners if entry.obj.variant_of is None]  # not ablation variants
+        pruners = methods if all_pruners else list(pruner or [])
         datasets = list(dataset or (SEED_PROTOCOL_DATASETS if all_pruners else []))
         if not datasets:
             raise UserError("Name a dataset with --dataset NAME (see `bench list`), or use --all for mnist and cifar10.")

@@ -13,6 +13,7 @@ from bench_harness.plugins import plugin_infos, registries
 def capabilities(pruner_class) -> str:
     """What a pruner does beyond scoring, in the words of the README's contract table."""
     found = [
+        (f"variant of {pruner_class.variant_of}", pruner_class.variant_of is not None),
         ("compensates", pruner_class.compensates()), ("regrows", pruner_class.regrows()),
         ("layer inputs", pruner_class.wants_inputs), ("dense gradients", pruner_class.wants_dense_gradients),
         ("layer outputs", pruner_class.wants_activations),

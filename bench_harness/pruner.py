@@ -178,6 +178,10 @@ class Pruner:
     """True when :meth:`observe` is pure tensor work that a CUDA graph can capture."""
     prunes: ClassVar[bool] = True
     """False only for the dense reference, which the harness then never prunes."""
+    variant_of: ClassVar[str | None] = None
+    """The name of the pruner this one is an ablation variant of (one component removed or
+    changed, for ablation studies): ``bench list`` shows it, and it runs when named, never with
+    ``--all``, whose leaderboard compares methods, not parts of one."""
     wants_activations: ClassVar[bool] = False
     """True to receive each prunable layer's output in ``StepView.activations``."""
     wants_inputs: ClassVar[bool] = False
@@ -244,6 +248,8 @@ def validate_pruner_class(pruner_class: Any) -> None:
     unknown = set(pruner_class.granularities) - set(GRANULARITIES)
     if unknown:
         raise TypeError(f"pruner '{pruner_class.name}' declares unknown granularities {sorted(unknown)}")
+    if pruner_class.variant_of is not None and not isinstance(pruner_class.variant_of, str):
+        raise TypeError(f"pruner '{pruner_class.name}' declares variant_of {pruner_class.variant_of!r}, not a pruner's name")
     if pruner_class.regrows() and "connections" not in pruner_class.granularities:
         raise TypeError(f"pruner '{pruner_class.name}' implements grow_scores, which only connections granularity uses")
 

@@ -257,3 +257,29 @@ def test_a_regrowing_pruner_swaps_between_events_and_records_it(tmp_path):
     assert sum(by_pruner["rigl"]["events"][1]["regrown"].values()) > 0
     assert [event["kind"] for event in by_pruner["magnitude"]["events"]] == ["prune", "prune"]
     assert by_pruner["magnitude"]["config"]["regrow_every"] == 0  # a pruner that never regrows ignores it: one hash
+
+
+def test_an_ablation_variant_runs_when_named_and_never_with_all(tmp_path):
+    class WithoutSquares(Pruner):
+        name = "magnitude-unsquared"
+        description = "|w| instead of w² (an ablation for the test)"
+        variant_of = "magnitude"
+
+        def score(self, layer, granularity):
+            return layer.weight.detach().abs()
+
+    class Plugin:
+        __name__ = "ablations_for_a_test"
+
+        @hookimpl
+        def register_pruners(self, register):
+            register(WithoutSquares)
+
+    with registered_plugin(Plugin(), "ablations"):
+        listing = runner.invoke(app, ["list"])
+        assert "variant of magnitude" in listing.output
+        everything = runner.invoke(app, ["run", "--all", "--seeds", "1", *FAST, "--epochs", "2", "--results", str(tmp_path / "all")])
+        assert everything.exit_code == 0, everything.output
+        assert "magnitude-unsquared" not in {r["pruner"] for r in records(tmp_path / "all")}
+        named = runner.invoke(app, ["run", "-p", "magnitude-unsquared", "--seeds", "1", *FAST, "--results", str(tmp_path / "named")])
+        assert named.exit_code == 0 and [r["pruner"] for r in records(tmp_path / "named")] == ["magnitude-unsquared"]
