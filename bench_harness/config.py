@@ -29,6 +29,14 @@ REGROWTH_FIELDS = ("regrow_fraction", "regrow_every")
 """Fields that only matter to a pruner that regrows (one that implements ``grow_scores``)."""
 
 
+DEFAULT_CHECKPOINT_EVERY = 1
+"""``bench run --checkpoint-every``'s default: save each run's training state after every epoch, so an
+interruption loses at most one epoch per run in progress. Measured on the CPU
+(``benchmarks/checkpoint_cost.py``, figures in ``benchmarks/README.md``), a checkpoint costs a small
+share of a seed-protocol epoch. An execution setting: it never changes what a run computes, so it is
+not a field of the run's config."""
+
+
 DEFAULT_VAL_SIZE = 5000
 
 
@@ -124,6 +132,10 @@ class RunConfig:
             raise UserError(f"--telemetry-period must be positive, got {self.telemetry_period}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"--device must be auto, cpu or cuda, got '{self.device}'.")
+        for name in sorted(_FLOAT_FIELDS | {"telemetry_period"}):  # what the checks above let through (inf)
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field."""
