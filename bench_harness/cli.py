@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from bench_harness.config import DEFAULT_CHECKPOINT_EVERY, RunConfig
+from bench_harness.config import RunConfig
 from bench_harness.errors import DeviceFailure, UserError
 
 app = typer.Typer(
@@ -82,8 +82,9 @@ def run(
     telemetry_period: float = typer.Option(DEFAULTS.telemetry_period, help="Seconds between NVML GPU telemetry samples."),
     concurrency: Optional[int] = typer.Option(None, help="Runs trained at once on one device [default: 5 on a GPU, 1 on the CPU]."),
     cuda_graphs: bool = typer.Option(True, help="Capture the training step as a CUDA graph on a GPU."),
-    checkpoint_every: int = typer.Option(
-        DEFAULT_CHECKPOINT_EVERY, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never)."
+    checkpoint_every: Optional[int] = typer.Option(
+        None, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never) "
+                   "[default: as often as keeps checkpoints under 5% of the time; every epoch on a CPU].",
     ),
 ) -> None:
     """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""

@@ -29,12 +29,14 @@ REGROWTH_FIELDS = ("regrow_fraction", "regrow_every")
 """Fields that only matter to a pruner that regrows (one that implements ``grow_scores``)."""
 
 
-DEFAULT_CHECKPOINT_EVERY = 1
-"""``bench run --checkpoint-every``'s default: save each run's training state after every epoch, so an
-interruption loses at most one epoch per run in progress. Measured on the CPU
-(``benchmarks/checkpoint_cost.py``, figures in ``benchmarks/README.md``), a checkpoint costs a small
-share of a seed-protocol epoch. An execution setting: it never changes what a run computes, so it is
-not a field of the run's config."""
+CHECKPOINT_BUDGET = 0.05
+"""Without ``--checkpoint-every``, each run is checkpointed after an epoch whenever the wall time
+since its last checkpoint is at least ``concurrent runs / CHECKPOINT_BUDGET`` times what that
+checkpoint took to write, so checkpoints take at most 5% of the time on any hardware while an
+interruption loses as little as that allows. On a CPU a checkpoint is a fraction of a percent of a
+seed-protocol epoch (``benchmarks/checkpoint_cost.py``; figures in ``benchmarks/README.md``), so
+this is every epoch; on a GPU, whose epochs are far shorter, it may be every few epochs. An
+execution setting: it never changes what a run computes, so it is not a field of the run's config."""
 
 
 DEFAULT_VAL_SIZE = 5000

@@ -22,7 +22,7 @@ import torch
 from bench_harness import checkpoint
 from bench_harness import record as records
 from bench_harness.augment import RandomCropFlip
-from bench_harness.config import DEFAULT_CHECKPOINT_EVERY, RunConfig, resolve_val_size
+from bench_harness.config import CHECKPOINT_BUDGET, RunConfig, resolve_val_size
 from bench_harness.data import DataRequest, TrainValTest, default_cache_dir, load_dataset, split_validation
 from bench_harness.engine import EpochReport, Normaliser, ResidentSplit, Trainer, TrainingOutcome, fit_together, synchronise
 from bench_harness.watch import WeightWatch
@@ -264,7 +264,7 @@ def execute_group(
     save_models_to: Path | None = None,
     use_cuda_graph: bool = True,
     store: ResultsStore | None = None,
-    checkpoint_every: int = 0,
+    checkpoint_every: int | None = 0,
     on_record: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
     """Train runs that share a dataset together (interleaved on one device) and measure each.
@@ -273,7 +273,8 @@ def execute_group(
     moment its run ends (so it is stored then, not when the group ends). A run that fails at any
     stage, in plugin code or not, ``sys.exit`` included, gets a failed record and the others go on.
     With a ``store``, a run with a checkpoint continues from it, and every ``checkpoint_every``-th
-    epoch (0: never) a run's checkpoint is replaced. Training telemetry and peak memory describe the
+    epoch (0: never; None: as often as :data:`~bench_harness.config.CHECKPOINT_BUDGET` allows) a
+    run's checkpoint is replaced. Training telemetry and peak memory describe the
     whole group, which shares the device: ``concurrent_runs`` in each record says how many runs that
     was, and the training energy is split evenly between them (none for a resumed run, whose earlier
     epochs were not measured).
@@ -329,11 +330,21 @@ def execute_group(
         return group
 
     uncheckpointed: set[int] = set()
+    last_written: dict[int, tuple[float, float]] = {}  # index -> (when the last checkpoint ended, what it cost)
+
+    def due(index: int) -> bool:
+        if checkpoint_every is not None:
+            return bool(checkpoint_every) and prepared[index][1].trainer.epochs_done % checkpoint_every == 0
+        if index not in last_written:
+            return True  # the first one also measures what a checkpoint costs here
+        ended, cost = last_written[index]
+        return time.perf_counter() - ended >= cost * len(prepared) / CHECKPOINT_BUDGET
 
     def after_epoch(index: int) -> None:
         _, run = prepared[index]
-        if store is None or not checkpoint_every or run.trainer.epochs_done % checkpoint_every or index in uncheckpointed:
+        if store is None or index in uncheckpointed or not due(index):
             return
+        started = time.perf_counter()
         try:
             data = checkpoint.dumps(run.trainer.state_dict(), checkpoint_identity(run))
         except STOPS_THE_GRID:
@@ -344,6 +355,7 @@ def execute_group(
             warnings.warn(f"Could not checkpoint {run.config.run_id()} ({reason}); it trains on without checkpoints.", stacklevel=2)
             return
         store.write_checkpoint(run.config, data)
+        last_written[index] = (time.perf_counter(), time.perf_counter() - started)
 
     def on_done(index: int) -> None:
         position, run = prepared[index]
@@ -422,7 +434,7 @@ class GridSummary:
     """Temporary files of interrupted commands removed at the start."""
 
 
-def preflight(store: ResultsStore, save_models: bool, checkpoint_every: int) -> int:
+def preflight(store: ResultsStore, save_models: bool, checkpoint_every: int | None) -> int:
     """Before anything trains: every folder the grid writes into takes a file (a probe is written,
     flushed and removed, so a full disk shows too), and what interrupted commands left behind is
     removed. Returns how many temporary files were removed."""
@@ -430,7 +442,7 @@ def preflight(store: ResultsStore, save_models: bool, checkpoint_every: int) -> 
         raise StoreError(f"Could not write into the results folder {store.root}: it is a file, not a folder; choose a folder with --results.")
     probe_writable(store.runs_dir, "the results folder")
     probe_writable(store.claims_dir, "the results folder")
-    if checkpoint_every:
+    if checkpoint_every != 0:
         probe_writable(store.checkpoints_dir, "the checkpoint folder")
     if save_models:
         probe_writable(store.models_dir, "the --save-models folder")
@@ -449,7 +461,7 @@ def run_grid(
     on_run_end: Callable[[int, RunConfig, dict | None, str], None] | None = None,
     concurrency: int | None = None,
     use_cuda_graph: bool = True,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_every: int | None = None,
 ) -> GridSummary:
     """Execute every planned run, skipping complete ones unless ``force``; each record is stored the
     moment its run ends.
@@ -466,7 +478,7 @@ def run_grid(
     device = resolve_device(configs[0].device)
     if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
         raise UserError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}.")
-    if checkpoint_every < 0:
+    if checkpoint_every is not None and checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be 0 (never) or a number of epochs, got {checkpoint_every}.")
     summary.cleaned = preflight(store, save_models, checkpoint_every)
     started = records.now()

@@ -22,7 +22,7 @@ from bench_harness_plugins.magnitude import MagnitudePruner
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 QUICK = ["--dataset", "synthetic", "--device", "cpu", "--batch-size", "256", "--seeds", "1"]
-RESUMABLE = [*QUICK, "--epochs", "5", "--prune-every", "2"]  # events after 2 and 4; checkpoints between them
+RESUMABLE = [*QUICK, "--epochs", "5", "--prune-every", "2", "--checkpoint-every", "1"]  # events after 2 and 4; checkpoints between
 
 
 def records(results):
@@ -266,3 +266,17 @@ def test_damaged_records_are_named_once_and_their_runs_redone(tmp_path):
     assert len(warnings) == len(BROKEN_RECORDS) and all(any(p.name in w for w in warnings) for p in paths)
     assert "Removed 1 temporary file(s)" in again.stderr and not orphan.exists()
     assert all(json.loads(p.read_text())["status"] == "ok" for p in paths)
+
+
+@pytest.mark.parametrize("budget, epochs", [(1e9, [1, 2]), (1e-9, [1])])
+def test_by_default_checkpoints_are_as_frequent_as_their_time_budget_allows(tmp_path, monkeypatch, budget, epochs):
+    from bench_harness import runner as runner_module
+    from bench_harness.store import ResultsStore
+
+    written = []
+    write = ResultsStore.write_checkpoint
+    monkeypatch.setattr(runner_module, "CHECKPOINT_BUDGET", budget)
+    monkeypatch.setattr(ResultsStore, "write_checkpoint", lambda self, config, data: (
+        written.append(torch.load(__import__("io").BytesIO(data), weights_only=True)["trainer"]["epochs_done"]), write(self, config, data)))
+    result = runner.invoke(app, ["run", "-p", "none", *QUICK, "--epochs", "3", "--results", str(tmp_path)])
+    assert result.exit_code == 0 and written == epochs  # the first one measures the cost; never after the last epoch
