@@ -117,6 +117,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None, help="the JSON file (default: benchmarks/results/...)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = parser.parse_args()
+    if args.repeats < 1 or args.train_images < 0:
+        parser.error("--repeats must be at least 1 and --train-images not negative")
     device = resolve_device(args.device)
     models = model_list(parser, args.models, WORKLOADS)
     pruners = registries().pruners.names() if args.pruners == "all" else [name.strip() for name in args.pruners.split(",") if name.strip()]
@@ -134,7 +136,7 @@ def main() -> int:
     output = args.output or default_output("checkpoint-cost", device)
     write_json_atomically(output, payload)
     print(report({**payload, "tablefmt": "github" if args.markdown else "simple"}))
-    progress(f"written to {output}")
+    print(f"\nJSON written to {output}")
     return 0
 
 
