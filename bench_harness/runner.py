@@ -225,7 +225,8 @@ def dense_accuracy(store: ResultsStore, registries: Registries, config: RunConfi
             continue
         path = store.path_for(replace(config, pruner=name).as_dense_reference())
         record = store.read(path) if path.is_file() else None
-        accuracy = (record or {}).get("metrics", {}).get("test_accuracy") if isinstance((record or {}).get("metrics"), dict) else None
+        metrics = record.get("metrics") if record else None
+        accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
         if record and record.get("status") == "ok" and isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
             return float(accuracy)
     return None
@@ -305,8 +306,8 @@ def execute_group(
             except STOPS_THE_GRID:
                 raise
             except CONTAINED as exc:
-                warnings.warn(f"Could not resume {config.run_id()} from its checkpoint ({type(exc).__name__}: {exc}); "
-                              "the run starts over.", stacklevel=2)
+                reason, _ = records.failure_reason(exc, run.record["plugins"])
+                warnings.warn(f"Could not resume {config.run_id()} from its checkpoint ({reason}); the run starts over.", stacklevel=2)
                 store.remove_checkpoint(config)
                 run = prepared_or_failed(config)
         if run is not None:

@@ -60,7 +60,8 @@ class WeightWatch:
         parts = [f"{method}() at {count} of {self.checked[method]} checked calls" for method, count in self.changed.items()]
         if not parts:
             return None
-        return "The pruner changed the model's weights outside the pruning event: in " + ", ".join(parts) + "."
+        what = "weights or gradients" if "observe" in self.changed else "weights"
+        return f"The pruner changed the model's {what} outside the pruning event: in " + ", ".join(parts) + "."
 
     def state_dict(self) -> dict:
         """The counts so far, for a checkpoint."""

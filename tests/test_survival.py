@@ -179,12 +179,22 @@ class Flaky(MagnitudePruner):
         return super().score(layer, granularity)
 
 
+class Unloadable(MagnitudePruner):
+    """Magnitude whose load_state_dict() fails: its runs cannot resume, only start over."""
+
+    name = "unloadable"
+    description = "Cannot be restored from a checkpoint (for tests)."
+
+    def load_state_dict(self, state):
+        raise RuntimeError("cannot load")
+
+
 class TestPlugins:
     __name__ = "survival_plugins"
 
     @hookimpl
     def register_pruners(self, register):
-        for pruner in (Exiting, Saboteur, Flaky):
+        for pruner in (Exiting, Saboteur, Flaky, Unloadable):
             register(pruner)
 
 
@@ -280,3 +290,25 @@ def test_by_default_checkpoints_are_as_frequent_as_their_time_budget_allows(tmp_
         written.append(torch.load(__import__("io").BytesIO(data), weights_only=True)["trainer"]["epochs_done"]), write(self, config, data)))
     result = runner.invoke(app, ["run", "-p", "none", *QUICK, "--epochs", "3", "--results", str(tmp_path)])
     assert result.exit_code == 0 and written == epochs  # the first one measures the cost; never after the last epoch
+
+
+def test_a_checkpoint_that_cannot_be_used_is_named_and_its_run_starts_over(tmp_path, plugins, monkeypatch):
+    args = ["run", "-p", "unloadable", "-p", "magnitude", *QUICK, "--epochs", "3", "--prune-every", "1", "--checkpoint-every", "1",
+            "--results", str(tmp_path)]
+    shown = progress.GridProgress.epoch_done
+
+    def stop_at_2(self, report):
+        shown(self, report)
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.GridProgress, "epoch_done", stop_at_2)
+    assert runner.invoke(app, [*args, "--concurrency", "2"]).exit_code == 130
+    monkeypatch.setattr(progress.GridProgress, "epoch_done", shown)
+    checkpoints = {path.name.split("-")[2]: path for path in (tmp_path / "checkpoints").glob("*.pt")}
+    checkpoints["magnitude"].write_bytes(b"not a checkpoint")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Could not resume synthetic-fcnn-unloadable" in result.stderr and "raised by the pruner plugin survival_plugins" in result.stderr
+    assert f"Ignoring checkpoint {checkpoints['magnitude']}: it is not a readable checkpoint" in result.stderr
+    assert all(record["resumed_from_epochs"] == [] and record["status"] == "ok" for record in records(tmp_path).values())
