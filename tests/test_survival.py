@@ -312,3 +312,20 @@ def test_a_checkpoint_that_cannot_be_used_is_named_and_its_run_starts_over(tmp_p
     assert "Could not resume synthetic-fcnn-unloadable" in result.stderr and "raised by the pruner plugin survival_plugins" in result.stderr
     assert f"Ignoring checkpoint {checkpoints['magnitude']}: it is not a readable checkpoint" in result.stderr
     assert all(record["resumed_from_epochs"] == [] and record["status"] == "ok" for record in records(tmp_path).values())
+
+
+def test_a_run_is_recorded_when_it_ends_not_when_its_group_does(tmp_path, plugins, monkeypatch):
+    monkeypatch.setattr(Exiting, "where", "observe")
+    shown = progress.GridProgress.epoch_done
+
+    def stop_at_2(self, report):  # the progress follows the group's first run, magnitude
+        shown(self, report)
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.GridProgress, "epoch_done", stop_at_2)
+    result = runner.invoke(app, ["run", "-p", "magnitude", "-p", "exiting", *QUICK, "--epochs", "3", "--prune-every", "1",
+                                 "--concurrency", "2", "--checkpoint-every", "1", "--results", str(tmp_path)])
+    assert result.exit_code == 130
+    assert set(records(tmp_path)) == {"exiting"}  # failed in its first epoch, recorded then
+    assert [path.name.split("-")[2] for path in (tmp_path / "checkpoints").glob("*.pt")] == ["magnitude"]
