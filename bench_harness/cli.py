@@ -64,8 +64,8 @@ def run(
         DEFAULTS.scope, help="How removals are shared between layers: layer (same fraction) | global (one ranking) | erk | lamp."
     ),
     schedule: str = typer.Option(DEFAULTS.schedule, help="fixed (same fraction of the alive per event) | cubic (Zhu & Gupta)."),
-    prune_start: Optional[int] = typer.Option(DEFAULTS.prune_start, help="Epoch of the first event [default: --prune-every]."),
-    prune_end: Optional[int] = typer.Option(DEFAULTS.prune_end, help="Last epoch an event may follow [default: the one before the last]."),
+    prune_start: Optional[int] = typer.Option(DEFAULTS.prune_start, help="Epoch of the first event (default: --prune-every)."),
+    prune_end: Optional[int] = typer.Option(DEFAULTS.prune_end, help="Last epoch an event may follow (default: the one before the last)."),
     regrow_fraction: float = typer.Option(
         DEFAULTS.regrow_fraction, help="Pruners that regrow: fraction of alive connections dropped and regrown per event (cosine-decayed)."
     ),
@@ -80,11 +80,11 @@ def run(
     force: bool = typer.Option(False, help="Redo runs that are already complete."),
     save_models: bool = typer.Option(False, help="Save each trained model next to its record (compacted for neurons)."),
     telemetry_period: float = typer.Option(DEFAULTS.telemetry_period, help="Seconds between NVML GPU telemetry samples."),
-    concurrency: Optional[int] = typer.Option(None, help="Runs trained at once on one device [default: 5 on a GPU, 1 on the CPU]."),
+    concurrency: Optional[int] = typer.Option(None, help="Runs trained at once on one device (default: 5 on a GPU, 1 on the CPU)."),
     cuda_graphs: bool = typer.Option(True, help="Capture the training step as a CUDA graph on a GPU."),
     checkpoint_every: Optional[int] = typer.Option(
-        None, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never) "
-                   "[default: as often as keeps checkpoints under 5% of the time; every epoch on a CPU].",
+        None, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never; "
+                   "default: as often as keeps checkpoints under 5% of the time, every epoch on a CPU).",
     ),
 ) -> None:
     """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""
