@@ -66,8 +66,8 @@ def run(
         DEFAULTS.scope, help="How removals are shared between layers: layer (same fraction) | global (one ranking) | erk | lamp."
     ),
     schedule: str = typer.Option(DEFAULTS.schedule, help="fixed (same fraction of the alive per event) | cubic (Zhu & Gupta)."),
-    prune_start: Optional[int] = typer.Option(DEFAULTS.prune_start, help="Epoch of the first event [default: --prune-every]."),
-    prune_end: Optional[int] = typer.Option(DEFAULTS.prune_end, help="Last epoch an event may follow [default: the one before the last]."),
+    prune_start: Optional[int] = typer.Option(DEFAULTS.prune_start, help="Epoch of the first event (default: --prune-every)."),
+    prune_end: Optional[int] = typer.Option(DEFAULTS.prune_end, help="Last epoch an event may follow (default: the one before the last)."),
     regrow_fraction: float = typer.Option(
         DEFAULTS.regrow_fraction, help="Pruners that regrow: fraction of alive connections dropped and regrown per event (cosine-decayed)."
     ),
@@ -82,8 +82,12 @@ def run(
     force: bool = typer.Option(False, help="Redo runs that are already complete."),
     save_models: bool = typer.Option(False, help="Save each trained model next to its record (compacted for neurons)."),
     telemetry_period: float = typer.Option(DEFAULTS.telemetry_period, help="Seconds between NVML GPU telemetry samples."),
-    concurrency: Optional[int] = typer.Option(None, help="Runs trained at once on one device [default: 5 on a GPU, 1 on the CPU]."),
+    concurrency: Optional[int] = typer.Option(None, help="Runs trained at once on one device (default: 5 on a GPU, 1 on the CPU)."),
     cuda_graphs: bool = typer.Option(True, help="Capture the training step as a CUDA graph on a GPU."),
+    checkpoint_every: Optional[int] = typer.Option(
+        None, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never; "
+                   "default: as often as keeps checkpoints under 5% of the time, every epoch on a CPU).",
+    ),
 ) -> None:
     """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""
     from bench_harness.plugins import registries
@@ -91,7 +95,7 @@ def run(
     from bench_harness.runner import plan_runs, run_grid
     from bench_harness.store import ResultsStore
 
-    with user_errors():
+    with user_errors(), interruptible(), warnings_as_lines():
         found = registries()
         methods = [entry.name for entry in found.pruners if entry.obj.variant_of is None]  # not ablation variants
         pruners = methods if all_pruners else list(pruner or [])
@@ -115,16 +119,51 @@ def run(
             summary = run_grid(
                 configs, found, store, data_dir, force, save_models,
                 on_run_start=progress.run_started, on_epoch=progress.epoch_done, on_run_end=progress.run_finished,
-                concurrency=concurrency, use_cuda_graph=cuda_graphs,
+                concurrency=concurrency, use_cuda_graph=cuda_graphs, checkpoint_every=checkpoint_every,
             )
+    if summary.cleaned:
+        typer.echo(f"Removed {summary.cleaned} temporary file(s) left by interrupted commands.", err=True)
+    resumed = f" ({summary.resumed} resumed from a checkpoint)" if summary.resumed else ""
     typer.echo(
-        f"{summary.completed} run(s) completed, {summary.skipped} already complete and skipped, "
+        f"{summary.completed} run(s) completed{resumed}, {summary.skipped} already complete and skipped, "
         f"{len(summary.failed)} failed; records in {store.runs_dir}."
     )
+    if summary.elsewhere:
+        typer.echo(
+            f"{len(summary.elsewhere)} run(s) left to another bench run on this folder, which is training them: "
+            + "; ".join(summary.elsewhere) + ".", err=True,
+        )
     for failure in summary.failed:
         typer.echo(f"FAILED {failure}", err=True)
+    for kept in summary.kept_success:
+        typer.echo(f"Kept the earlier ok record of {kept}.", err=True)
     if summary.failed:
         raise typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C ends the command with one sentence on how to resume and exit code 130 (128 + SIGINT)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(
+            "\nInterrupted: every record written so far is kept and each run in progress keeps its last checkpoint; "
+            "run the same command again to resume.",
+            err=True,
+        )
+        raise typer.Exit(code=130) from None
+
+
+def check_output_file(output: Optional[Path]) -> None:
+    """Before any work: ``--output`` must name a file in a folder that takes files."""
+    from bench_harness.store import probe_writable
+
+    if output is None:
+        return
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; name the file to write.")
+    probe_writable(output.parent if str(output.parent) else Path("."), "the folder of --output", size=4096)
 
 
 @app.command(name="list")
@@ -138,17 +177,18 @@ def list_plugins() -> None:
 
 @contextlib.contextmanager
 def warnings_as_lines(collected: list[str] | None = None) -> Iterator[None]:
-    """Show each warning (a run record left out, say) as one 'Warning: ...' line on stderr, not
-    Python's two-line format with a source line; ``collected`` also receives the messages."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Show each warning (a run record left out, say) as one 'Warning: ...' line on stderr when it
+    happens, not Python's two-line format with a source line; ``collected`` also receives the messages."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        typer.echo(f"Warning: {message}", err=True)
+        if collected is not None:
+            collected.append(str(message))
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for warning in caught:
-                typer.echo(f"Warning: {warning.message}", err=True)
-                if collected is not None:
-                    collected.append(str(warning.message))
+        warnings.showwarning = show
+        yield
 
 
 def _column_keys(columns: Optional[List[str]]) -> list[str]:
@@ -189,6 +229,7 @@ def leaderboard(
     from bench_harness.store import ResultsStore
 
     with user_errors():
+        check_output_file(output)
         with warnings_as_lines():
             records = ResultsStore(results).records()
         text = leaderboard_text(records, format, where=str(results), columns=_column_keys(columns), baseline=baseline,
@@ -204,14 +245,16 @@ def plot(
     """Figures as PNG and SVG: accuracy vs sparsity, training curves, the damage of each pruning event."""
     from bench_harness.leaderboard import build_leaderboards
     from bench_harness.plots import build_plots, write_plots
-    from bench_harness.store import ResultsStore
+    from bench_harness.store import ResultsStore, probe_writable
 
     with user_errors():
-        with warnings_as_lines():
-            records = ResultsStore(results).records()
         folder = output if output is not None else results / "plots"
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--output {folder} is a file; name a folder for the figures.")
+        with warnings_as_lines():
+            records = ResultsStore(results).records()
+        if records:
+            probe_writable(folder, "the figures folder", size=4096)
         written = write_plots(build_plots(build_leaderboards(records, where=str(results))), folder)
     for path in written:
         typer.echo(str(path))
@@ -227,12 +270,14 @@ def report(
     from bench_harness.store import ResultsStore, write_text_atomically
 
     with user_errors():
-        left_out: list[str] = []
-        with warnings_as_lines(left_out):
-            records = ResultsStore(results).records()
         target = output if output is not None else results / "report.html"
         if target.is_dir():
             raise UserError(f"--output {target} is a folder; name the HTML file to write.")
+        left_out: list[str] = []
+        with warnings_as_lines(left_out):
+            records = ResultsStore(results).records()
+        if records:
+            check_output_file(target)
         write_text_atomically(target, build_report(records, str(results), left_out))
     typer.echo(f"Report written to {target}.", err=True)
 

@@ -29,6 +29,16 @@ REGROWTH_FIELDS = ("regrow_fraction", "regrow_every")
 """Fields that only matter to a pruner that regrows (one that implements ``grow_scores``)."""
 
 
+CHECKPOINT_BUDGET = 0.05
+"""Without ``--checkpoint-every``, each run is checkpointed after an epoch whenever the wall time
+since its last checkpoint is at least ``concurrent runs / CHECKPOINT_BUDGET`` times what that
+checkpoint took to write, so checkpoints take at most 5% of the time on any hardware while an
+interruption loses as little as that allows. On a CPU a checkpoint is a fraction of a percent of a
+seed-protocol epoch (``benchmarks/checkpoint_cost.py``; figures in ``benchmarks/README.md``), so
+this is every epoch; on a GPU, whose epochs are far shorter, it may be every few epochs. An
+execution setting: it never changes what a run computes, so it is not a field of the run's config."""
+
+
 DEFAULT_VAL_SIZE = 5000
 
 
@@ -124,6 +134,10 @@ class RunConfig:
             raise UserError(f"--telemetry-period must be positive, got {self.telemetry_period}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"--device must be auto, cpu or cuda, got '{self.device}'.")
+        for name in sorted(_FLOAT_FIELDS | {"telemetry_period"}):  # what the checks above let through (inf)
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field."""

@@ -23,6 +23,7 @@ import shutil
 import socket
 import tarfile
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -140,26 +141,91 @@ def _copy_idx_files(sources: dict[str, Path], raw_folder: Path) -> None:
         def write(out: BinaryIO, source: Path = source) -> None:
             opener = gzip.open if source.suffix == ".gz" else open
             with opener(source, "rb") as stream:
-                shutil.copyfileobj(stream, out, length=1 << 20)
+                while True:
+                    try:
+                        chunk = stream.read(1 << 20)
+                    except (OSError, EOFError, zlib.error) as error:  # a damaged gzip or an unreadable file
+                        raise _DamagedSource(source, error) from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
 
         _write_atomically(destination, write, mtime_ns=source_mtime)
 
 
+class _DamagedSource(Exception):
+    """Reading (un-gzipping) a source file failed: the file is to blame, not the cache."""
+
+    def __init__(self, source: Path, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.source, self.error = source, error
+
+
 def _unpack_idx_files(sources: dict[str, Path], raw_folder: Path, title: str) -> None:
-    """:func:`_copy_idx_files`, with its failures told as one sentence."""
+    """:func:`_copy_idx_files`, with its failures told as one sentence blaming the file or the cache."""
     try:
         _copy_idx_files(sources, raw_folder)
-    except (OSError, EOFError) as error:
+    except _DamagedSource as damaged:
         raise UserError(
-            f"Could not unpack the {title} files from {sources[MNIST_FILES[0]].parent} into {raw_folder} ({error}); "
-            f"check that the files are complete and that the cache folder is writable (set BENCH_HARNESS_DATA to "
-            f"move it)."
+            f"The {title} file {damaged.source} is damaged ({type(damaged.error).__name__}: {damaged.error}); "
+            f"replace it with a complete copy of the original."
         ) from None
+    except OSError as error:
+        raise UserError(
+            f"Could not unpack the {title} files into {raw_folder} ({error.strerror or error}); check that the cache "
+            f"folder is writable and has space (set BENCH_HARNESS_DATA to move it)."
+        ) from None
+
+
+_IDX_DIMENSIONS = {"images": 3, "labels": 1}
+
+
+def _idx_problem(path: Path, kind: str) -> tuple[str, tuple[int, ...]] | None:
+    """Why an uncompressed IDX file is not a whole file of ``kind`` (``images``: 3 dimensions,
+    ``labels``: 1), with its dimensions; None and the dimensions when it is."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as stream:
+            header = stream.read(4)
+            if len(header) < 4 or header[:2] != b"\0\0" or header[2] != 0x08:
+                return "it does not start with an IDX header of unsigned bytes", ()
+            dimensions = header[3]
+            raw = stream.read(4 * dimensions)
+    except OSError as error:
+        return f"it cannot be read: {error.strerror or error}", ()
+    if dimensions != _IDX_DIMENSIONS[kind] or len(raw) != 4 * dimensions:
+        return f"it holds {dimensions}-dimensional data where {kind} are {_IDX_DIMENSIONS[kind]}-dimensional", ()
+    shape = tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(dimensions))
+    count = 1
+    for extent in shape:
+        count *= extent
+    if size != 4 + 4 * dimensions + count:
+        return f"it holds {size:,} bytes where its header promises {4 + 4 * dimensions + count:,} (cut short or padded)", shape
+    return None, shape
+
+
+def _check_idx_files(folder: Path, blamed: dict[str, Path], title: str) -> None:
+    """Check the four uncompressed IDX files in ``folder`` before torchvision reads them, naming the
+    file to replace (``blamed``: the user's file each was unpacked from, or the file itself)."""
+    shapes = {}
+    for name in MNIST_FILES:
+        kind = "labels" if "labels" in name else "images"
+        problem, shapes[name] = _idx_problem(folder / name, kind)
+        if problem:
+            raise UserError(f"The {title} file {blamed[name]} is damaged: {problem}; replace it with a complete copy of the original.")
+    for split in ("train", "t10k"):
+        images, labels = shapes[f"{split}-images-idx3-ubyte"], shapes[f"{split}-labels-idx1-ubyte"]
+        if images[0] != labels[0]:
+            raise UserError(
+                f"The {title} files {blamed[f'{split}-images-idx3-ubyte']} and {blamed[f'{split}-labels-idx1-ubyte']} do not "
+                f"match: {images[0]:,} images but {labels[0]:,} labels; replace them with the original pair."
+            )
 
 
 def _load_mnist_family(request: DataRequest, dataset_class: type, title: str) -> ImageSplits:
     """Load MNIST or Fashion-MNIST (``dataset_class`` is torchvision's class, ``title`` the display name)."""
     folder = dataset_class.__name__  # torchvision keeps the files in ROOT/<class name>/raw/
+    sources = None  # the user's files the cache copies were unpacked from, if any
     if request.data_dir is None:
         root = request.cache_dir
         raw_folder = root / folder / "raw"
@@ -200,6 +266,7 @@ def _load_mnist_family(request: DataRequest, dataset_class: type, title: str) ->
             raw_folder = root / folder / "raw"
             _unpack_idx_files(sources, raw_folder, title)
 
+    _check_idx_files(raw_folder, {name: (sources or {}).get(name, raw_folder / name) for name in MNIST_FILES}, title)
     try:
         train = dataset_class(str(root), train=True, download=False)
         test = dataset_class(str(root), train=False, download=False)

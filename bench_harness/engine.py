@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -22,11 +22,12 @@ from torch import nn
 
 from bench_harness.augment import AugmentationDraw, RandomCropFlip
 from bench_harness.device import is_device_failure, synchronise  # noqa: F401 - re-exported for callers
-from bench_harness.errors import DeviceFailure
+from bench_harness.errors import CONTAINED, STOPS_THE_GRID, DeviceFailure
 from bench_harness.event import Evaluation, EventEntry, run_event
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import PrunableLayer, Pruner, StepView
 from bench_harness.schedule import EventPlan, PruningSchedule
+from bench_harness.watch import WeightWatch
 
 EVAL_BATCH_SIZE = 4096
 """Evaluation has no gradients, so it uses large batches: fewer launches, same numbers."""
@@ -86,6 +87,16 @@ class EpochReport:
     event: EventEntry | None = None
     """The pruning event after this epoch, if there was one."""
 
+    def to_dict(self) -> dict:
+        """Plain data (for a checkpoint)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EpochReport":
+        """The inverse of :meth:`to_dict`."""
+        event = data.get("event")
+        return cls(**{**data, "event": EventEntry(**event) if event is not None else None})
+
 
 @dataclass
 class TrainingOutcome:
@@ -96,6 +107,17 @@ class TrainingOutcome:
     prune_seconds: float = 0.0
     error: BaseException | None = None
     """Why the run stopped early, if it did."""
+
+    def state_dict(self) -> dict:
+        """The history and time totals so far (for a checkpoint)."""
+        return {"history": [report.to_dict() for report in self.history], "train_seconds": self.train_seconds,
+                "prune_seconds": self.prune_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's history and time totals."""
+        self.history = [EpochReport.from_dict(report) for report in state["history"]]
+        self.train_seconds = float(state["train_seconds"])
+        self.prune_seconds = float(state["prune_seconds"])
 
 
 class LayerTaps:
@@ -166,8 +188,14 @@ class Trainer:
         scope: str,
         use_cuda_graph: bool = False,
         augmenter: RandomCropFlip | None = None,
+        watch: WeightWatch | None = None,
     ) -> None:
         self.model = model
+        self.watch = watch if watch is not None else WeightWatch(model)
+        self.outcome = TrainingOutcome()
+        """This run's history and time totals so far (what :func:`fit_together` returns)."""
+        self.epochs_done = 0
+        """Epochs finished, their event and validation included (more than 0 after a restore)."""
         self.augmenter = augmenter
         self._draw: AugmentationDraw | None = None
         self.optimizer = optimizer
@@ -215,11 +243,12 @@ class Trainer:
         """Run the block on this run's stream (a no-op on the CPU)."""
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
-    def update(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def update(self, images: torch.Tensor, labels: torch.Tensor, watched: bool = False) -> torch.Tensor:
         """Forward, backward, masking, observation and optimizer step on a device batch; returns the loss.
 
         Gradients are expected zeroed (or absent) on entry: the caller owns that, because a captured
-        graph and an eager step zero them differently.
+        graph and an eager step zero them differently. ``watched`` (eager steps only: the check
+        synchronises) checks that ``observe`` leaves the weights and gradients alone.
         """
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
@@ -229,16 +258,19 @@ class Trainer:
             torch._foreach_copy_(list(self.dense_gradients.values()), [layer.weight.grad for layer in self.layers])
         if prunes:
             self.masks.apply_to_gradients()
-            self.pruner.observe(StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, self.dense_gradients))
+            view = StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, self.dense_gradients)
+            with self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext():
+                self.pruner.observe(view)
         self.optimizer.step()
         if prunes:
             self.masks.apply_to_weights()
         return loss.detach()
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One eager optimisation step on a batch already on the device (no host synchronisation)."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor, watched: bool = False) -> torch.Tensor:
+        """One eager optimisation step on a batch already on the device (no host synchronisation
+        unless ``watched``)."""
         self.optimizer.zero_grad(set_to_none=False)
-        return self.update(images, labels)
+        return self.update(images, labels, watched)
 
     def steps_per_epoch(self, data: ResidentSplit) -> int:
         """Batches per epoch; the last may be smaller (nothing is dropped, as with a DataLoader)."""
@@ -274,7 +306,9 @@ class Trainer:
                 images = data.images[batch]
                 if self.augmenter is not None:
                     images = self.augmenter(images, self._draw.slice(start, stop))
-                self._loss_sum += self.step(images, data.labels[batch])
+                # The epoch's first and last steps are the ones the weight watch checks (when eager).
+                watched = index == 0 or index == self.steps_per_epoch(data) - 1
+                self._loss_sum += self.step(images, data.labels[batch], watched)
                 if self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches:
                     self._capture(data, index + 1)
             self._steps_done += 1
@@ -350,7 +384,7 @@ class Trainer:
         """Run one pruning event (``bench_harness.event``), validating around the cut on ``val``."""
         with self.stream_context():
             evaluate = (lambda: self.evaluate(val)) if val is not None else None
-            return run_event(plan, self.pruner, self.masks, self.optimizer, self.granularity, self.scope, evaluate)
+            return run_event(plan, self.pruner, self.masks, self.optimizer, self.granularity, self.scope, evaluate, self.watch)
 
     def finish_epoch(self, epoch: int, train_loss: float, seconds: float, val: ResidentSplit) -> EpochReport:
         """After an epoch's training: run the scheduled event, if any, validate, and report."""
@@ -371,6 +405,51 @@ class Trainer:
         (it pickles, and measurement runs no pruner code)."""
         self.taps.remove()
 
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit after :attr:`epochs_done` epochs.
+
+        The model's and optimizer's entries are the live tensors (as their own ``state_dict``
+        methods give them): serialise the result at once, between epochs.
+        """
+        return {
+            "epochs_done": self.epochs_done,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "masks": self.masks.state_dict(),
+            "pruner": self.pruner.state_dict(),
+            "shuffle_generator": self.shuffle_generator.get_state(),
+            "augment_generator": self.augmenter.generator.get_state() if self.augmenter is not None else None,
+            "capture_seconds": self.capture_seconds,
+            "watch": self.watch.state_dict(),
+            "outcome": self.outcome.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s result; call it before the first step.
+
+        The model, masks and the pruner's statistics are restored in place (``copy_``), as a captured
+        CUDA graph requires; the optimizer's state is rebuilt by ``Optimizer.load_state_dict``, which
+        is safe because no graph exists before the first step (the capture comes after the first
+        eager steps of the resumed run).
+        """
+        if self.graph is not None or self._steps_done:
+            raise RuntimeError("A trainer can only be restored before it has trained.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.masks.load_state_dict(state["masks"])
+        with self.watch.guard("load_state_dict"):
+            self.pruner.load_state_dict(state["pruner"])
+        self.shuffle_generator.set_state(state["shuffle_generator"].to("cpu", torch.uint8))
+        if (state["augment_generator"] is None) != (self.augmenter is None):
+            raise ValueError("The checkpoint and the run disagree on augmentation.")
+        if self.augmenter is not None:
+            self.augmenter.generator.set_state(state["augment_generator"].to("cpu", torch.uint8))
+        self.capture_seconds = float(state["capture_seconds"])
+        watch_state = state["watch"]
+        self.watch.load_state_dict(watch_state)
+        self.outcome.load_state_dict(state["outcome"])
+        self.epochs_done = int(state["epochs_done"])
+
     def fit(self, train: ResidentSplit, val: ResidentSplit, on_epoch: Callable[[EpochReport], None] | None = None) -> TrainingOutcome:
         """Train for every epoch of the schedule, pruning after the scheduled epochs; raises on failure."""
         outcome = fit_together([self], train, val, [on_epoch])[0]
@@ -384,6 +463,8 @@ def fit_together(
     train: ResidentSplit,
     val: ResidentSplit,
     on_epoch: list[Callable[[EpochReport], None] | None] | None = None,
+    after_epoch: Callable[[int], None] | None = None,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[TrainingOutcome]:
     """Train several runs at once, interleaved step by step, each on its own stream.
 
@@ -391,52 +472,76 @@ def fit_together(
     shuffle generator and stream, so each computes exactly what it would alone. On a GPU the
     interleaving keeps several small graphs in flight at once; on the CPU it is simply sequential
     work in a different order. With several runs, each run's ``train_seconds`` is the wall-clock of
-    the whole group's epoch, since the runs share the device for all of it.
+    the whole group's epoch, since the runs share the device for all of it. A trainer restored from
+    a checkpoint joins at the epoch after its :attr:`Trainer.epochs_done`.
 
-    A run that raises is dropped from the group with its error in ``outcome.error``; the others go on.
+    ``after_epoch(index)`` follows each of a run's epochs (the runner checkpoints there);
+    ``on_done(index)`` is called the moment a run ends, with its trainer closed: at once when it
+    fails, after the group's last epoch when it finishes. A run that raises anything (``sys.exit``
+    included) is dropped from the group with its error in ``outcome.error``; the others go on. A
+    device failure, a results folder that cannot be written and Ctrl-C end the whole call.
     """
     callbacks = on_epoch or [None] * len(trainers)
-    outcomes = [TrainingOutcome() for _ in trainers]
     active = list(range(len(trainers)))
+    last_epoch = trainers[0].schedule.epochs if trainers else 0
+
+    def done(index: int) -> None:
+        active.remove(index)
+        trainers[index].close()
+        if on_done is not None:
+            on_done(index)
 
     def guarded(index: int, action: Callable[[], object]) -> object:
         try:
             return action()
-        except Exception as exc:  # noqa: BLE001 - one failing run must not stop its neighbours
+        except STOPS_THE_GRID:
+            raise
+        except CONTAINED as exc:  # one failing run must not stop its neighbours
             if is_device_failure(exc):
                 raise DeviceFailure(str(exc)) from exc
-            outcomes[index].error = exc
-            active.remove(index)
+            trainers[index].outcome.error = exc
+            done(index)
             return None
 
-    steps = trainers[0].steps_per_epoch(train)
     try:
-        for epoch in range(1, trainers[0].schedule.epochs + 1):
+        for index in list(active):
+            if trainers[index].epochs_done >= last_epoch:
+                done(index)  # restored from a checkpoint of its last epoch: nothing left to train
+        first_epoch = min((trainers[index].epochs_done for index in active), default=last_epoch) + 1
+        steps = trainers[0].steps_per_epoch(train) if trainers else 0
+        for epoch in range(first_epoch, last_epoch + 1):
+            training = [index for index in active if trainers[index].epochs_done < epoch]
             started = time.perf_counter()
-            for index in list(active):
+            for index in training:
                 guarded(index, lambda: trainers[index].begin_epoch(train))
             for _ in range(steps):
-                for index in list(active):
+                for index in [index for index in training if index in active]:
                     guarded(index, trainers[index].advance)
-            losses = {index: guarded(index, trainers[index].end_epoch) for index in list(active)}
+            losses = {index: guarded(index, trainers[index].end_epoch) for index in training if index in active}
             # Captures happen one after another on the host; none of them is training.
-            group_seconds = time.perf_counter() - started - sum(trainers[index].epoch_capture_seconds for index in active)
-            for index in list(active):
+            group_seconds = time.perf_counter() - started - sum(trainers[index].epoch_capture_seconds for index in training)
+            for index in [index for index in training if index in active]:
                 trainer = trainers[index]
                 report = guarded(index, lambda: trainer.finish_epoch(epoch, losses[index][0], group_seconds, val))
                 if report is None:
                     continue
-                outcomes[index].history.append(report)
-                outcomes[index].train_seconds += report.train_seconds
-                outcomes[index].prune_seconds += report.prune_seconds
+                outcome = trainer.outcome
+                outcome.history.append(report)
+                outcome.train_seconds += report.train_seconds
+                outcome.prune_seconds += report.prune_seconds
+                trainer.epochs_done = epoch
                 if callbacks[index] is not None:
                     callbacks[index](report)
+                if after_epoch is not None and epoch < last_epoch:
+                    guarded(index, lambda: after_epoch(index))
+            for index in [index for index in training if index in active and trainers[index].epochs_done >= last_epoch]:
+                done(index)
             if not active:
                 break
     finally:
         for trainer in trainers:
             trainer.close()
-    return outcomes
+    return [trainer.outcome for trainer in trainers]
 
 
 class StepGraph:

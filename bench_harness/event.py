@@ -24,6 +24,7 @@ compensation repaired can be read from every run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -32,9 +33,11 @@ import torch
 
 from bench_harness.allocation import allocate, mark_highest, mark_lowest, round_half_up
 from bench_harness.device import synchronise
+from bench_harness.errors import PluginTypeFault, PluginValueFault
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import Cut, PrunableLayer, Pruner
 from bench_harness.schedule import EventPlan
+from bench_harness.watch import WeightWatch
 
 
 @dataclass(frozen=True)
@@ -110,16 +113,16 @@ def domain(layers: list[PrunableLayer], granularity: str) -> list[PrunableLayer]
 def _checked(pruner: Pruner, what: str, layer: PrunableLayer, values: object, shape: torch.Size) -> torch.Tensor:
     """A pruner's per-element answer, validated: a floating tensor of the right shape without NaN."""
     if not torch.is_tensor(values):
-        raise TypeError(f"Pruner '{pruner.name}' returned {type(values).__name__} from {what} for layer {layer.name}, not a tensor.")
+        raise PluginTypeFault(f"Pruner '{pruner.name}' returned {type(values).__name__} from {what} for layer {layer.name}, not a tensor.")
     if tuple(values.shape) != tuple(shape):
-        raise ValueError(
+        raise PluginValueFault(
             f"Pruner '{pruner.name}' returned {what} of shape {tuple(values.shape)} for layer {layer.name}, expected {tuple(shape)}."
         )
     if not values.is_floating_point():
-        raise TypeError(f"Pruner '{pruner.name}' returned {what} of dtype {values.dtype} for layer {layer.name}; use a floating dtype.")
+        raise PluginTypeFault(f"Pruner '{pruner.name}' returned {what} of dtype {values.dtype} for layer {layer.name}; use a floating dtype.")
     values = values.detach().float().to(layer.weight.device)
     if bool(torch.isnan(values).any()):
-        raise ValueError(f"Pruner '{pruner.name}' returned {what} with NaN for layer {layer.name}.")
+        raise PluginValueFault(f"Pruner '{pruner.name}' returned {what} with NaN for layer {layer.name}.")
     return values
 
 
@@ -131,8 +134,13 @@ def run_event(
     granularity: str,
     scope: str,
     evaluate: Callable[[], Evaluation | None] | None = None,
+    watch: WeightWatch | None = None,
 ) -> EventEntry:
-    """Run one pruning event (score, allocate, drop, compensate, regrow, enforce) and describe it."""
+    """Run one pruning event (score, allocate, drop, compensate, regrow, enforce) and describe it.
+
+    With a ``watch``, every call into the pruner is checked for changing the weights itself.
+    """
+    guard = watch.guard if watch is not None else lambda method: contextlib.nullcontext()
     layers = domain(masks.layers, granularity)
     device = masks.layers[0].weight.device
     connections = granularity == "connections"
@@ -150,10 +158,9 @@ def run_event(
             layer.name: masks.alive_connections(layer.name) if connections else masks.alive_units[layer.name].clone()
             for layer in layers
         }
-        scores = {
-            layer.name: _checked(pruner, "scores", layer, pruner.score(layer, granularity), alive[layer.name].shape)
-            for layer in layers
-        }
+        with guard("score"):
+            answers = {layer.name: pruner.score(layer, granularity) for layer in layers}
+        scores = {layer.name: _checked(pruner, "scores", layer, answers[layer.name], alive[layer.name].shape) for layer in layers}
         # 2. allocate (plus regrowth's extra drops, so the count after regrowth is the allocation's)
         if plan.density is None:
             drops = {name: torch.zeros_like(mask) for name, mask in alive.items()}
@@ -187,11 +194,12 @@ def run_event(
             for layer in masks.layers:
                 alive_now = masks.alive_connections(layer.name)
                 cut = Cut(weights_alive_before[layer.name] & ~alive_now, alive_now, weights_before[layer.name])
-                delta = pruner.compensate(layer, cut)
+                with guard("compensate"):
+                    delta = pruner.compensate(layer, cut)
                 if delta is not None:
                     delta = _checked(pruner, "a compensation", layer, delta, layer.weight.shape)
                     if not bool(torch.isfinite(delta).all()):
-                        raise ValueError(f"Pruner '{pruner.name}' returned a non-finite compensation for layer {layer.name}.")
+                        raise PluginValueFault(f"Pruner '{pruner.name}' returned a non-finite compensation for layer {layer.name}.")
                     layer.weight.add_(delta * masks.weight[layer.name])
         clock.stop()
         _record(entry, "after_compensation", evaluate)
@@ -201,7 +209,9 @@ def run_event(
         # 5. regrow
         if regrows:
             for layer in layers:
-                grow = _checked(pruner, "grow scores", layer, pruner.grow_scores(layer), layer.weight.shape)
+                with guard("grow_scores"):
+                    answer = pruner.grow_scores(layer)
+                grow = _checked(pruner, "grow scores", layer, answer, layer.weight.shape)
                 chosen = mark_highest(grow, ~masks.alive_connections(layer.name), swaps[layer.name])
                 masks.grow_connections(layer.name, chosen)
                 layer.weight.masked_fill_(chosen, 0.0)
@@ -210,7 +220,8 @@ def run_event(
         # 6. enforce
         masks.apply_to_weights()
         masks.apply_to_optimizer_state(optimizer)
-    pruner.after_prune()
+    with guard("after_prune"):
+        pruner.after_prune()
     clock.stop()
     entry.seconds = clock.seconds
     entry.alive_weights_after = masks.alive_weight_counts()

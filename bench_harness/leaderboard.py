@@ -63,6 +63,9 @@ DEFAULT_COLUMNS = (
 
 BEST_MARK = "★"
 TIED_MARK = "≈"
+FLAG_MARK = "†"
+"""On a row with a flagged run (a record's ``flags``: accuracy at chance while the dense reference is
+far above, or weights changed outside the pruning event); the note under the table says which."""
 NULL_TEXT = "-"
 """How a missing value looks in the text formats."""
 REFERENCE_TEXT = "ref"
@@ -327,6 +330,9 @@ class Leaderboard:
         notes = []
         if self.failed:
             notes.append("Not averaged: " + "; ".join(f"{rid} ({_one_line(self.errors.get(rid, ''))})" for rid in self.failed))
+        flagged = _flag_notes(self.runs)
+        if flagged:
+            notes.append(f"{FLAG_MARK} Flagged: " + "; ".join(flagged))
         return Section(self.title, display, pd.DataFrame(tidy_rows), notes)
 
 
@@ -364,9 +370,20 @@ def _n_of(board: Leaderboard, pruner) -> float:
     return float(rows.iloc[0]) if len(rows) else math.nan
 
 
+def _flags(record: dict) -> list[dict]:
+    """A record's flags (see ``bench_harness.record.add_flags``), ignoring anything malformed."""
+    flags = record.get("flags")
+    return [flag for flag in flags if isinstance(flag, dict)] if isinstance(flags, list) else []
+
+
+def _flag_notes(runs: Iterable[dict]) -> list[str]:
+    return [f"{r.get('run_id')} ({_one_line(str(flag.get('message') or flag.get('kind')))})" for r in runs for flag in _flags(r)]
+
+
 def _show_pruner(board: Leaderboard, row: pd.Series) -> str:
     mark = {"best": f" {BEST_MARK}", "tied": f" {TIED_MARK}"}.get(row["mark"], "")
-    return f"{row['pruner']}{mark}"
+    flag = f" {FLAG_MARK}" if row.get("flagged", 0) else ""
+    return f"{row['pruner']}{mark}{flag}"
 
 
 def _mean_and_interval(mean, half_width) -> str:
@@ -399,6 +416,7 @@ _STAT_COLUMNS = (
     _Column("pruner", "pruner", ("pruner", "mark"), _show_pruner),
     _Column("n", "n", ("n",), _cell("n", "{:.0f}".format)),
     _Column("failed", "failed", ("failed",), _cell("failed", "{:.0f}".format)),
+    _Column("flagged", "flagged", ("flagged",), _cell("flagged", "{:.0f}".format)),
     _Column("test_accuracy", "test acc (%) ↑", ("test_accuracy_mean_pct", "test_accuracy_ci95_pct"),
             lambda board, row: _mean_and_interval(row["test_accuracy_mean_pct"], row["test_accuracy_ci95_pct"])),
     _Column("test_accuracy_std", "std (pp)", ("test_accuracy_std_pct",), _cell("test_accuracy_std_pct", "{:.2f}".format)),
@@ -445,6 +463,7 @@ def _row_stats(pruner: str, runs: list[dict], metrics: tuple[_Metric, ...]) -> d
         "dense_reference": bool(runs) and all(is_dense_reference(r) for r in runs),
         "n": accuracy.n,
         "failed": len(runs) - len(usable),
+        "flagged": sum(1 for r in runs if _flags(r)),
         "test_accuracy_mean_pct": accuracy.mean,
         "test_accuracy_std_pct": accuracy.std,
         "test_accuracy_ci95_pct": accuracy.half_width,
@@ -498,7 +517,7 @@ def _board(settings: dict, runs: list[dict], baseline: str | None) -> Leaderboar
             d = paired_difference(per_seed[pruner], per_seed[dense])
             stats.loc[index, ["delta_vs_dense_pp", "delta_vs_dense_ci95_pp", "delta_vs_dense_pairs"]] = [
                 d.delta, d.half_width, d.pairs]
-    for name in ("n", "failed"):
+    for name in ("n", "failed", "flagged"):
         stats[name] = stats[name].astype(int)
     for name in ("delta_vs_baseline_pairs", "delta_vs_dense_pairs"):
         stats[name] = stats[name].astype("Int64")  # a count, or missing
@@ -681,7 +700,8 @@ def per_seed_sections(boards: Sequence[Leaderboard]) -> list[Section]:
                 deviation = accuracy - stat["test_accuracy_mean_pct"]
                 tidy = {**identity, "pruner": stat["pruner"], "seed": _seed(record), "run_id": record.get("run_id"),
                         "status": record.get("status"), "deviation_pp": deviation}
-                display = {"pruner": str(stat["pruner"]), "seed": str(_seed(record)), "status": str(record.get("status"))}
+                flag = f" {FLAG_MARK}" if _flags(record) else ""
+                display = {"pruner": str(stat["pruner"]), "seed": str(_seed(record)), "status": str(record.get("status")) + flag}
                 for key, name, header, scale, fmt in _RUN_FIELDS:
                     value = metrics.get(key)
                     value = float(value) * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
@@ -690,12 +710,15 @@ def per_seed_sections(boards: Sequence[Leaderboard]) -> list[Section]:
                     if key == "test_accuracy":
                         display["vs mean (pp)"] = _show(deviation, "{:+.2f}".format)
                 tidy["error"] = record.get("error")
+                tidy["flags"] = ",".join(str(flag.get("kind")) for flag in _flags(record))
                 tidy_rows.append({k: _tidy_value(k, v) for k, v in tidy.items()})
                 display_rows.append(display)
                 if record.get("status") != "ok" or math.isnan(accuracy):
                     notes.append(f"{record.get('run_id')}: {_one_line(board.errors.get(str(record.get('run_id')), ''))}")
+        flagged = _flag_notes(board.runs)
         sections.append(Section(board.title, pd.DataFrame(display_rows, dtype=object), pd.DataFrame(tidy_rows),
-                                ["Not averaged: " + "; ".join(notes)] if notes else []))
+                                (["Not averaged: " + "; ".join(notes)] if notes else [])
+                                + ([f"{FLAG_MARK} Flagged: " + "; ".join(flagged)] if flagged else [])))
     return sections
 
 
@@ -775,6 +798,7 @@ def sweep_sections(sweeps: Sequence[Sweep]) -> list[Section]:
             for rank, pruner in enumerate(pruners):
                 s = stats.loc[pruner]
                 mark = f" {BEST_MARK}" if pruner == best else f" {TIED_MARK}" if pruner in tied else ""
+                mark += f" {FLAG_MARK}" if s.get("flagged", 0) else ""
                 cells.setdefault(pruner, {})[label] = _mean_and_interval(s["test_accuracy_mean_pct"], s["test_accuracy_ci95_pct"]) + mark
                 ranks.setdefault(pruner, []).append(rank)
             for pruner, s in stats.iterrows():
@@ -802,6 +826,9 @@ def sweep_sections(sweeps: Sequence[Sweep]) -> list[Section]:
         left_out = sum(len(b.failed) for b in sweep.boards)
         if left_out:
             notes.append(f"{left_out} run(s) not averaged; `bench leaderboard --no-sweep` lists them.")
+        flagged = sum(len(_flag_notes(b.runs)) for b in sweep.boards)
+        if flagged:
+            notes.append(f"{FLAG_MARK} {flagged} run(s) flagged; `bench leaderboard --no-sweep` says why.")
         sections.append(Section(f"{sweep.title} · sweep of final sparsity", display, pd.DataFrame(tidy_rows), notes))
     return sections
 
@@ -837,7 +864,7 @@ _LATEX_ESCAPES = {
 # Symbols a plain pdflatex setup cannot typeset from Unicode; math mode has them all.
 _LATEX_SYMBOLS = {
     "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "Δ": r"$\Delta$", "×": r"$\times$",
-    "·": r"$\cdot$", "≈": r"$\approx$", "★": r"$\star$", "≥": r"$\geq$", "–": "--", "<": r"$<$", ">": r"$>$",
+    "·": r"$\cdot$", "≈": r"$\approx$", "★": r"$\star$", "†": r"$\dagger$", "≥": r"$\geq$", "–": "--", "<": r"$<$", ">": r"$>$",
 }
 
 

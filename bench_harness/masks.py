@@ -82,6 +82,22 @@ class MaskSet:
         """Boolean, weight-shaped: the layer's alive connections."""
         return self.weight[name].bool()
 
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Copies of every mask and of the alive units, for a checkpoint."""
+        return {part: {name: tensor.clone() for name, tensor in getattr(self, part).items()} for part in ("weight", "bias", "alive_units")}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s copies in place (a captured graph multiplies by these tensors)."""
+        for part in ("weight", "bias", "alive_units"):
+            mine, saved = getattr(self, part), state[part]
+            if set(mine) != set(saved):
+                raise ValueError(f"The checkpoint's {part} masks cover layers {sorted(saved)}, not {sorted(mine)}.")
+            for name, tensor in mine.items():
+                tensor.copy_(saved[name])
+
     # -- state changes (made by the pruning event, in place) ----------------------------------------
 
     @torch.no_grad()

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pluggy
 
 from bench_harness import hookspecs
-from bench_harness.errors import UserError
+from bench_harness.errors import CONTAINED, UserError
 from bench_harness.pruner import validate_pruner_class
 from bench_harness.registry import Registry
 
@@ -66,7 +66,7 @@ def load_plugins() -> None:
             continue
         try:
             module = entry_point.load()
-        except Exception as exc:  # a broken third-party plugin must not take the harness down
+        except CONTAINED as exc:  # a broken third-party plugin (even one calling sys.exit) must not take the harness down
             warnings.warn(f"Plugin '{entry_point.name}' ({entry_point.value}) failed to load and was skipped: {exc}")
             continue
         dist = entry_point.dist
@@ -87,6 +87,34 @@ def _wanted_names() -> set[str] | None:
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+_installed_names: list[str] = []
+
+
+def check_plugin_filter() -> None:
+    """``BENCH_HARNESS_PLUGINS`` may name only installed plugins: a typo would otherwise load
+    nothing, and every command would fail later with a misleading message."""
+    wanted = _wanted_names()
+    if wanted is None:
+        return
+    if not _installed_names:
+        _installed_names.extend(sorted({entry_point.name for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP)}))
+    installed = ", ".join(_installed_names)
+    if not wanted:
+        raise UserError(f"{LOAD_ENV} is set but names no plugin; name some of {installed}, or unset it to load them all.")
+    unknown = sorted(wanted - set(_installed_names) - set(_plugin_sources))
+    if unknown:
+        raise UserError(
+            f"{LOAD_ENV} names {', '.join(unknown)}, which no installed package provides as a plugin; installed plugins: "
+            f"{installed} (unset {LOAD_ENV} to load them all)."
+        )
+
+
+def _filter_hint() -> str:
+    """A note for 'unknown name' messages when the environment limits the plugins loaded."""
+    raw = os.environ.get(LOAD_ENV)
+    return f" ({LOAD_ENV}={raw} limits the plugins loaded; datasets and models are plugins too)" if raw is not None else ""
 
 
 def register_plugin(plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> None:
@@ -142,9 +170,11 @@ _registries_cache: dict[str, Registries] = {}
 
 def registries() -> Registries:
     """Call every plugin's register hooks once and return the filled registries."""
+    check_plugin_filter()
     load_plugins()
     if "current" not in _registries_cache:
-        found = Registries(Registry("pruner"), Registry("dataset"), Registry("model"))
+        hint = _filter_hint()
+        found = Registries(Registry("pruner", hint), Registry("dataset", hint), Registry("model", hint))
         _fill(found.pruners, "register_pruners", lambda pruner: pruner.name, validate_pruner_class)
         _fill(found.datasets, "register_datasets", lambda spec: spec.name)
         _fill(found.models, "register_models", lambda spec: spec.name)
@@ -181,4 +211,15 @@ def _fill(registry: Registry, hook_name: str, name_of: Callable[[Any], str], val
             registry.add(name, obj, _source, _provenance)
 
         kwargs = {"register": register}
-        impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        before = set(registry.names())
+        try:
+            impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+        except UserError:
+            raise
+        except CONTAINED as exc:  # like a plugin that fails to load: skipped whole, with a warning
+            for name in set(registry.names()) - before:
+                registry.remove(name)
+            warnings.warn(
+                f"Plugin {source} failed in {hook_name} ({type(exc).__name__}: {exc}) and was skipped; fix or "
+                f"uninstall it, or leave it out with {LOAD_ENV}."
+            )

@@ -230,6 +230,32 @@ class Pruner:
     def after_prune(self) -> None:
         """Called after each pruning event, e.g. to restart statistics (reset tensors in place)."""
 
+    def state_dict(self) -> dict:
+        """What the pruner has learnt so far, for a checkpoint: a run resumed from it must continue
+        exactly as if it had never stopped.
+
+        The default finds the pruner's own tensors, ``torch.Generator`` objects and the
+        accumulators of :mod:`bench_harness.statistics`, in its attributes and in the dicts, lists
+        and tuples they hold, and returns copies of them in the same nesting (a generator as its
+        state). Other objects (the context, layers, modules) are not entered, and the model's
+        parameters and buffers (or views of them) are left out: they are the harness's to save and
+        restore. A pruner that keeps other state that changes during training (a Python number, an
+        object of its own) overrides this method and :meth:`load_state_dict`;
+        ``bench_harness.testing.check_pruner`` fails a pruner whose resumed run differs.
+        """
+        return _collect_state(vars(self), _harness_storages(self.context)) or {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s result into this (freshly built) pruner, **in place**.
+
+        Every tensor is restored with ``copy_`` into the tensor the pruner already holds, never by
+        binding a new one: a training step captured as a CUDA graph keeps raw pointers to the
+        tensors ``observe`` updates, so rebinding would leave the graph writing to the old ones. A
+        dict entry the fresh pruner does not have yet (a cache filled during training) is added. A
+        state whose structure does not match the pruner raises ``ValueError``.
+        """
+        _restore_state(self, vars(self), state, "", _harness_storages(self.context))
+
     @classmethod
     def compensates(cls) -> bool:
         """True when the class implements :meth:`compensate`."""
@@ -239,6 +265,118 @@ class Pruner:
     def regrows(cls) -> bool:
         """True when the class implements :meth:`grow_scores`."""
         return cls.grow_scores is not Pruner.grow_scores
+
+
+def _is_accumulator(value: Any) -> bool:
+    """An accumulator of :mod:`bench_harness.statistics` (walked into like a container)."""
+    return type(value).__module__ == "bench_harness.statistics"
+
+
+def _harness_storages(context: PruningContext) -> set[int]:
+    """Storage addresses of the model's parameters and buffers: a pruner may hold them (or views of
+    them), but they are the harness's to save and restore."""
+    model = getattr(context, "model", None)
+    if model is None:
+        return set()
+    return {tensor.untyped_storage().data_ptr() for tensor in [*model.parameters(), *model.buffers()]}
+
+
+def _owned(tensor: torch.Tensor, harness: set[int]) -> bool:
+    return not isinstance(tensor, nn.Parameter) and tensor.untyped_storage().data_ptr() not in harness
+
+
+def _collect_state(value: Any, harness: set[int]) -> Any:
+    """The stateful leaves under ``value`` in the same nesting, or None where there are none."""
+    if torch.is_tensor(value):
+        return value.detach().clone() if _owned(value, harness) else None
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, dict) or _is_accumulator(value):
+        items = vars(value).items() if _is_accumulator(value) else value.items()
+        found = {}
+        for key, item in items:
+            state = _collect_state(item, harness)
+            if state is not None:
+                found[key] = state
+        return found or None
+    if isinstance(value, (list, tuple)):
+        states = [_collect_state(item, harness) for item in value]
+        return states if any(state is not None for state in states) else None
+    return None
+
+
+def _restore_state(pruner: Pruner, target: Any, state: Any, path: str, harness: set[int]) -> None:
+    """Copy ``state`` into ``target`` in place, walking both in step; ``path`` names where, for errors."""
+    where = f"pruner '{pruner.name}' state at {path or 'the top'}"
+    if torch.is_tensor(target):
+        if not torch.is_tensor(state) or tuple(state.shape) != tuple(target.shape):
+            got = tuple(state.shape) if torch.is_tensor(state) else type(state).__name__
+            raise ValueError(f"The {where} is a tensor of shape {tuple(target.shape)}, but the checkpoint holds {got}.")
+        with torch.no_grad():
+            target.copy_(state)
+        return
+    if isinstance(target, torch.Generator):
+        if not torch.is_tensor(state):
+            raise ValueError(f"The {where} is a generator, but the checkpoint holds {type(state).__name__}.")
+        target.set_state(state.detach().to("cpu", torch.uint8))
+        return
+    if isinstance(target, dict) or _is_accumulator(target):
+        if not isinstance(state, dict):
+            raise ValueError(f"The {where} is a {type(target).__name__}, but the checkpoint holds {type(state).__name__}.")
+        items = vars(target) if _is_accumulator(target) else target
+        expected = _collect_state(target, harness) or {}
+        missing = [key for key in expected if key not in state]
+        if missing:
+            raise ValueError(f"The checkpoint lacks {', '.join(map(repr, missing))} of the {where}.")
+        for key, value in state.items():
+            if key in items:
+                _restore_state(pruner, items[key], value, f"{path}.{key}" if path else str(key), harness)
+            elif isinstance(target, dict):
+                target[key] = _fresh(value, pruner)  # a cache entry made during training: nothing to keep in place
+            else:
+                raise ValueError(f"The checkpoint holds {key!r}, which the {where} does not have.")
+        return
+    if isinstance(target, (list, tuple)):
+        if not isinstance(state, (list, tuple)) or len(state) != len(target):
+            raise ValueError(f"The {where} is a {type(target).__name__} of {len(target)} items; the checkpoint's does not match.")
+        for index, (item, value) in enumerate(zip(target, state)):
+            if value is not None:
+                _restore_state(pruner, item, value, f"{path}[{index}]", harness)
+        return
+    raise ValueError(f"The {where} is a {type(target).__name__}, which the default load_state_dict() cannot restore; override it.")
+
+
+def _fresh(value: Any, pruner: Pruner) -> Any:
+    """A restored value for a place the fresh pruner does not have: tensors on the run's device."""
+    device = getattr(pruner.context, "device", None)
+    if torch.is_tensor(value):
+        return value.to(device) if device is not None else value
+    if isinstance(value, dict):
+        return {key: _fresh(item, pruner) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fresh(item, pruner) for item in value)
+    return value
+
+
+def state_tensors(pruner: Pruner) -> dict[str, int]:
+    """Where each tensor of the pruner's default state lives (path -> storage address): what an
+    in-place restore must leave unchanged. Used by the contract check."""
+    found: dict[str, int] = {}
+    harness = _harness_storages(pruner.context)
+
+    def walk(value: Any, path: str) -> None:
+        if torch.is_tensor(value):
+            if _owned(value, harness):
+                found[path] = value.untyped_storage().data_ptr()
+        elif isinstance(value, dict) or _is_accumulator(value):
+            for key, item in (vars(value) if _is_accumulator(value) else value).items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(vars(pruner), "")
+    return found
 
 
 def validate_pruner_class(pruner_class: Any) -> None:

@@ -4,12 +4,17 @@ A record is a plain dict (it is written as JSON by ``bench_harness.store``) with
 identity of the run (``run_id``, ``pruner``, ``dataset``, ``model``, ``seed``, ``config`` and its
 hash), where its pieces came from (``plugins``: the package and version of the pruner, dataset and
 model plugins), whether it is the dense reference (``dense_reference``), its ``status`` and
-``error``, and then what it measured: ``metrics``, the per-epoch ``history``, the per-event
-``events``, ``telemetry`` and the ``environment``.
+``error`` (for a failure in plugin code, ``failed_plugin`` names the plugin's package), the
+``flags`` that make its result suspect, the epochs it was resumed from (``resumed_from_epochs``),
+and then what it measured: ``metrics``, the per-epoch ``history``, the per-event ``events``,
+``telemetry`` and the ``environment``.
+
+:func:`incomplete_reason` says whether a stored record is a finished run that resume may skip.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 import traceback
 from datetime import datetime, timezone
@@ -19,8 +24,9 @@ import torch
 import bench_harness
 from bench_harness.config import RunConfig
 
-SCHEMA_VERSION = 2
-"""2: ``plugins``, ``dense_reference``, ``events``, ``val_loss`` in the history."""
+SCHEMA_VERSION = 3
+"""2: ``plugins``, ``dense_reference``, ``events``, ``val_loss`` in the history. 3: ``flags``,
+``resumed_from_epochs``, ``failed_plugin``, ``metrics.chance_accuracy``."""
 
 PLUGIN_KINDS = ("pruner", "dataset", "model")
 
@@ -60,12 +66,20 @@ def now() -> str:
 
 
 def plugin_provenance(registries, config: RunConfig) -> dict:
-    """Which plugin (package, version, module) provides the run's pruner, dataset and model."""
-    return {
-        "pruner": registries.pruners.entry(config.pruner).provenance,
-        "dataset": registries.datasets.entry(config.dataset).provenance,
-        "model": registries.models.entry(config.model).provenance,
+    """Which plugin (package, version, module) provides the run's pruner, dataset and model, and
+    the module its code lives in (``code``: the pruner's class, the dataset's loader, the model's
+    builder), which may be a submodule of the plugin's."""
+    entries = {
+        "pruner": registries.pruners.entry(config.pruner),
+        "dataset": registries.datasets.entry(config.dataset),
+        "model": registries.models.entry(config.model),
     }
+    code = {
+        "pruner": entries["pruner"].obj,
+        "dataset": getattr(entries["dataset"].obj, "load", None),
+        "model": getattr(entries["model"].obj, "build", None),
+    }
+    return {kind: {**entry.provenance, "code": getattr(code[kind], "__module__", None)} for kind, entry in entries.items()}
 
 
 def same_plugins(record: dict, provenance: dict) -> bool:
@@ -78,7 +92,8 @@ def same_plugins(record: dict, provenance: dict) -> bool:
     if not isinstance(recorded, dict):
         return False
     for kind in PLUGIN_KINDS:
-        then, current = recorded.get(kind) or {}, provenance.get(kind) or {}
+        then, current = recorded.get(kind), provenance.get(kind) or {}
+        then = then if isinstance(then, dict) else {}
         if (then.get("distribution"), then.get("version")) != (current.get("distribution"), current.get("version")):
             return False
     return True
@@ -99,6 +114,9 @@ def new_record(config: RunConfig, device: torch.device, provenance: dict | None 
         "plugins": provenance or {},
         "status": "running",
         "error": None,
+        "failed_plugin": None,
+        "flags": [],
+        "resumed_from_epochs": [],
         "started_at": now(),
         "finished_at": None,
         "metrics": {},
@@ -116,12 +134,129 @@ def for_run(config: RunConfig, registries, device: torch.device) -> dict:
 
 
 def mark_failed(record: dict, exc: BaseException) -> dict:
-    """Turn a record into a failed one, with the error and its traceback."""
+    """Turn a record into a failed one, with the error, the plugin it came from and its traceback.
+
+    When plugin code raised it (or broke the contract in an answer the harness checked), the error
+    names the plugin's package, so the reader knows whom to ask; ``failed_plugin`` holds that
+    plugin's provenance.
+    """
     record["status"] = "failed"
-    record["error"] = f"{type(exc).__name__}: {exc}"
+    record["error"], record["failed_plugin"] = failure_reason(exc, record.get("plugins") or {})
     record["traceback"] = "".join(traceback.format_exception(exc))
     record["finished_at"] = now()
     return record
+
+
+def failure_reason(exc: BaseException, plugins: dict) -> tuple[str, dict | None]:
+    """The one-line reason for a failure, naming the plugin's package when plugin code raised it,
+    and that plugin (kind and provenance), or None."""
+    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SystemExit) else f"SystemExit: the code called sys.exit({exc.code!r})"
+    blamed = blame(exc, plugins)
+    if blamed is None:
+        return message, None
+    kind, provenance = blamed
+    return f"{message} (raised by the {kind} plugin {describe_plugin(provenance)})", {"kind": kind, **provenance}
+
+
+def describe_plugin(provenance: dict) -> str:
+    """``package version (module)``, or the module alone for a plugin registered by hand."""
+    module = provenance.get("module") or provenance.get("plugin") or "?"
+    if provenance.get("distribution"):
+        return f"{provenance['distribution']} {provenance.get('version')} ({module})"
+    return str(module)
+
+
+def blame(exc: BaseException, plugins: dict) -> tuple[str, dict] | None:
+    """Which of the run's plugins (kind, provenance) raised ``exc``, or None for the harness's own code.
+
+    The innermost frame of the traceback that runs a plugin's module decides; an answer the harness
+    refused (``bench_harness.errors.PluginFault``) blames the plugin that gave it.
+    """
+    modules = {}
+    for kind in PLUGIN_KINDS:
+        provenance = plugins.get(kind)
+        if isinstance(provenance, dict):
+            for key in ("module", "code"):
+                if provenance.get(key):
+                    modules[str(provenance[key])] = kind
+    found = None
+    frame = exc.__traceback__
+    while frame is not None:
+        name = str(frame.tb_frame.f_globals.get("__name__", ""))
+        for module, kind in modules.items():
+            if name == module or name.startswith(module + "."):
+                found = kind
+        frame = frame.tb_next
+    if found is None:
+        found = getattr(exc, "kind", None) if type(exc).__module__ == "bench_harness.errors" else None
+    if found is None or not isinstance(plugins.get(found), dict):
+        return None
+    return found, plugins[found]
+
+
+CHANCE_MARGIN = 0.05
+"""A run is at chance when its test accuracy is at most this far (5 points) above the best constant guess."""
+DENSE_MARGIN = 0.25
+"""... and its dense reference is far above when it beats the best constant guess by at least 25 points."""
+
+
+def add_flags(record: dict, dense_accuracy: float | None, watch_finding: str | None) -> None:
+    """Flag what makes a finished run's result suspect, in ``record["flags"]`` (kind and one sentence).
+
+    ``at_chance``: the test accuracy is within :data:`CHANCE_MARGIN` of ``metrics.chance_accuracy``
+    (the share of the test set's most frequent class: what a constant prediction scores) while the
+    dense reference of the same table and seed (``dense_accuracy``, None when none is recorded) is
+    at least :data:`DENSE_MARGIN` above it. ``weights_changed``: the weight watch saw the pruner
+    change the weights outside the pruning event (``watch_finding``, see ``bench_harness.watch``).
+    """
+    flags = []
+    metrics = record.get("metrics") or {}
+    accuracy, chance = metrics.get("test_accuracy"), metrics.get("chance_accuracy")
+    if (
+        dense_accuracy is not None and isinstance(accuracy, (int, float)) and isinstance(chance, (int, float))
+        and accuracy <= chance + CHANCE_MARGIN and dense_accuracy >= chance + DENSE_MARGIN
+    ):
+        flags.append({
+            "kind": "at_chance",
+            "message": f"Test accuracy {100 * accuracy:.1f}% is at chance (a constant guess scores {100 * chance:.1f}%) "
+                       f"while the dense reference of the same seed reaches {100 * dense_accuracy:.1f}%.",
+        })
+    if watch_finding:
+        flags.append({"kind": "weights_changed", "message": watch_finding})
+    record["flags"] = flags
+
+
+def incomplete_reason(record: dict, config: RunConfig) -> str | None:
+    """Why a stored ``ok`` record of ``config`` cannot count as a finished run, or None if it can.
+
+    Resume skips a run only when its record holds what every reader relies on; anything less (a file
+    cut short by hand, a field removed) is trained again and replaced.
+    """
+    if not record.get("run_id"):
+        return "it names no run"
+    if record.get("run_id") != config.run_id():
+        return f"it names run {record.get('run_id')!r}, not {config.run_id()!r}"
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        return "it holds no metrics"
+    for key in ("test_accuracy", "sparsity"):
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"it has no {key}"
+    history = record.get("history")
+    if not isinstance(history, list) or len(history) != config.epochs:
+        return f"its history does not hold the run's {config.epochs} epochs"
+    if not isinstance(record.get("config_hash"), str):
+        return "it has no config hash"
+    return None
+
+
+def note_resumed(record: dict, epoch: int, started_at: str | None, earlier: list) -> None:
+    """Say in the record that training continued from a checkpoint after ``epoch`` (after the
+    ``earlier`` resumptions the checkpoint remembers), and keep the first attempt's start time."""
+    record["resumed_from_epochs"] = [int(e) for e in earlier] + [epoch]
+    if started_at:
+        record["started_at"] = started_at
 
 
 def mark_ok(record: dict) -> dict:

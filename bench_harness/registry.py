@@ -27,8 +27,10 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Objects of one kind (pruners, datasets or models), keyed by their unique name."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, hint: str = "") -> None:
         self.kind = kind
+        self.hint = hint
+        """Appended to 'unknown name' messages (why the registry may be emptier than expected)."""
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, name: str, obj: T, source: str, provenance: dict | None = None) -> None:
@@ -42,6 +44,10 @@ class Registry(Generic[T]):
                 f"uninstall one of them or limit the loaded plugins with BENCH_HARNESS_PLUGINS."
             )
         self._entries[name] = Entry(name, obj, source, dict(provenance or {}))
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a plugin whose registration failed half-way is taken out whole)."""
+        self._entries.pop(name, None)
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; an unknown name gets a "did you mean" answer."""
@@ -58,7 +64,7 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, list(self._entries), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         known = ", ".join(sorted(self._entries)) or "none"
-        return f"Unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {known}."
+        return f"Unknown {self.kind} '{name}'.{hint} Known {self.kind}s: {known}{self.hint}."
 
     def names(self) -> list[str]:
         """Registered names in registration order."""

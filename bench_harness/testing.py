@@ -15,7 +15,10 @@ first broken promise:
   (regrowth included), pruned weights are zero, and weights outside the dropped set are untouched
   by anything but the pruner's own ``compensate``;
 * ``grow_scores`` (pruners that regrow) returns a weight-shaped floating tensor;
-* a fixed seed gives bit-identical masks and weights when the whole check is repeated.
+* a fixed seed gives bit-identical masks and weights when the whole check is repeated;
+* checkpointed after an epoch (``state_dict``, through the bytes of a real checkpoint) and restored
+  into a fresh instance (``load_state_dict``, which must copy into the pruner's own tensors, not
+  replace them), the run ends bit for bit as it does without the interruption.
 
 Use it in a plugin's own tests::
 
@@ -32,12 +35,13 @@ from dataclasses import dataclass
 import torch
 from torch.overrides import TorchFunctionMode
 
+from bench_harness import checkpoint
 from bench_harness.allocation import erk_densities, round_half_up
 from bench_harness.engine import Normaliser, ResidentSplit, Trainer, make_optimizer
 from bench_harness.event import domain
 from bench_harness.masks import MaskSet
 from bench_harness.models import build_cnn, build_fcnn
-from bench_harness.pruner import GRANULARITIES, Pruner, PruningContext, find_prunable_layers, validate_pruner_class
+from bench_harness.pruner import GRANULARITIES, Pruner, PruningContext, find_prunable_layers, state_tensors, validate_pruner_class
 from bench_harness.schedule import PruningSchedule
 
 __all__ = ["PrunerContractError", "check_pruner"]
@@ -108,10 +112,20 @@ def _domain_counts(masks: MaskSet, layers, granularity: str) -> dict[str, int]:
     return {layer.name: counts[layer.name] for layer in domain(layers, granularity)}
 
 
-def _run(pruner_class: type[Pruner], setting: _Setting, seed: int) -> dict[str, torch.Tensor]:
-    """Train, prune twice, check everything on the way; return the final masks and weights."""
-    name = pruner_class.name
-    torch.manual_seed(seed)
+@dataclass
+class _Built:
+    """One tiny run, built and ready to train."""
+
+    model: torch.nn.Module
+    layers: list
+    masks: MaskSet
+    pruner: Pruner
+    trainer: Trainer
+    deltas: dict
+
+
+def _build(pruner_class: type[Pruner], setting: _Setting, seed: int, schedule: PruningSchedule, where: str, init_seed: int) -> _Built:
+    torch.manual_seed(init_seed)
     model, shape = _tiny_model(setting.model)
     layers = find_prunable_layers(model)
     optimizer = make_optimizer(model, 0.01, torch.device("cpu"))
@@ -119,40 +133,80 @@ def _run(pruner_class: type[Pruner], setting: _Setting, seed: int) -> dict[str, 
     device = torch.device("cpu")
     context = PruningContext(model, layers, optimizer, seed, device, setting.granularity, batch_size=8)
     pruner = pruner_class(context)
+    channels = shape[0]
+    trainer = Trainer(
+        model, optimizer, layers, masks, pruner, schedule, Normaliser((0.5,) * channels, (0.25,) * channels, device),
+        batch_size=8, seed=seed, device=device, granularity=setting.granularity, scope=setting.scope,
+    )
+    _guard_observe(pruner, model, where)
+    return _Built(model, layers, masks, pruner, trainer, _record_compensation(pruner))
+
+
+def _restored(pruner_class: type[Pruner], setting: _Setting, seed: int, schedule: PruningSchedule, where: str, run: _Built) -> _Built:
+    """Checkpoint ``run`` as the harness does (through the bytes of a real checkpoint), restore it
+    into a fresh instance built from another initialisation, and return the fresh run."""
+    name = pruner_class.name
+    try:
+        data = checkpoint.dumps(run.trainer.state_dict(), {})
+    except Exception as exc:  # noqa: BLE001 - whatever the pruner's state_dict() raised, said as a broken promise
+        raise PrunerContractError(f"Pruner '{name}' state_dict() failed {where}: {type(exc).__name__}: {exc}.") from exc
+    run.trainer.close()
+    fresh = _build(pruner_class, setting, seed, schedule, where, init_seed=seed + 1)
+    in_place = state_tensors(fresh.pruner)
+    try:
+        fresh.trainer.load_state_dict(checkpoint.loads(data, {})[0])
+    except Exception as exc:  # noqa: BLE001
+        raise PrunerContractError(
+            f"Pruner '{name}' could not be restored from its own state_dict() {where}: {type(exc).__name__}: {exc}; "
+            "override state_dict() and load_state_dict() together."
+        ) from exc
+    moved = [path for path, storage in in_place.items() if state_tensors(fresh.pruner).get(path) != storage]
+    if moved:
+        raise PrunerContractError(
+            f"Pruner '{name}' load_state_dict() replaced {', '.join(moved)} instead of copying into it {where}; restore "
+            "tensors in place (tensor.copy_(saved)): a captured CUDA graph keeps pointing at the old ones."
+        )
+    return fresh
+
+
+def _run(pruner_class: type[Pruner], setting: _Setting, seed: int, resume_after: int | None = None) -> dict[str, torch.Tensor]:
+    """Train, prune twice, check everything on the way; return the final masks and weights.
+
+    With ``resume_after``, the run is checkpointed after that epoch's training (before its event,
+    so the pruner's statistics are in full use) and continues in a fresh instance restored from it.
+    """
     regrows = pruner_class.regrows() and setting.granularity == "connections"
     # Events after epochs 1 and 3; a pruner that regrows also swaps after epoch 2.
     schedule = PruningSchedule.build(
         epochs=5, prune_every=2, rate=0.4, kind="fixed", regrow_fraction=0.3 if regrows else 0.0, regrow_every=1, start=1, end=3,
     )
     generator = torch.Generator().manual_seed(seed)
+    shape = _tiny_model(setting.model)[1]
     train, val = _random_split(shape, 36, generator), _random_split(shape, 16, generator)
-    channels = shape[0]
-    trainer = Trainer(
-        model, optimizer, layers, masks, pruner, schedule, Normaliser((0.5,) * channels, (0.25,) * channels, device),
-        batch_size=8, seed=seed, device=device, granularity=setting.granularity, scope=setting.scope,
-    )
     where = f"(granularity {setting.granularity}, scope {setting.scope}, model {setting.model})"
-    _guard_observe(pruner, model, where)
-    deltas = _record_compensation(pruner)
+    run = _build(pruner_class, setting, seed, schedule, where, init_seed=seed)
     try:
         for epoch in range(1, 4):
-            trainer.train_epoch(train)
+            run.trainer.train_epoch(train)
+            if epoch == resume_after:
+                run = _restored(pruner_class, setting, seed, schedule, where, run)
             plan = schedule.event_after(epoch)
             if plan is None:
                 continue
+            pruner, masks, layers = run.pruner, run.masks, run.layers
             _check_scores(pruner, layers, setting.granularity, where)
             before = {layer.name: (layer.weight.detach().clone(), masks.weight[layer.name].bool()) for layer in layers}
             counts_before = _domain_counts(masks, layers, setting.granularity)
-            deltas.clear()
+            run.deltas.clear()
             try:
-                trainer.prune(plan, val)
+                run.trainer.prune(plan, val)
             except (TypeError, ValueError) as exc:  # the event's own checks of the pruner's answers
                 raise PrunerContractError(f"{exc} {where}") from exc
-            _check_event(pruner, masks, layers, setting, plan, before, counts_before, deltas, where)
+            _check_event(pruner, masks, layers, setting, plan, before, counts_before, run.deltas, where)
     finally:
-        trainer.close()
-    state = {f"mask:{key}": value.clone() for key, value in masks.weight.items()}
-    state.update({f"weight:{layer.name}": layer.weight.detach().clone() for layer in layers})
+        run.trainer.close()
+    state = {f"mask:{key}": value.clone() for key, value in run.masks.weight.items()}
+    state.update({f"weight:{layer.name}": layer.weight.detach().clone() for layer in run.layers})
     return state
 
 
@@ -269,4 +323,13 @@ def check_pruner(pruner_class: type[Pruner], granularities: tuple[str, ...] | No
                 raise PrunerContractError(
                     f"Pruner '{pruner_class.name}' is not deterministic for a fixed seed: {key} differs between two identical "
                     f"runs (granularity {granularity}, scope layer, model fcnn); draw randomness from context.seed."
+                )
+        resumed = _run(pruner_class, settings[0], seed, resume_after=1)
+        for key, value in outcomes[0].items():
+            if not torch.equal(value, resumed[key]):
+                raise PrunerContractError(
+                    f"Pruner '{pruner_class.name}' does not resume exactly: restored from its state_dict() after epoch 1 into a "
+                    f"fresh instance, the run ends with another {key} than without the interruption (granularity "
+                    f"{granularity}, scope layer, model fcnn); override state_dict() and load_state_dict() to save the state "
+                    "kept outside tensors, generators and bench_harness.statistics accumulators."
                 )

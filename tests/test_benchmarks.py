@@ -59,7 +59,17 @@ def test_telemetry_benchmark_says_when_it_measured_nothing(tmp_path):
     assert result["sampler_active"] is False and result["sampler_error"]  # a CPU run: NVML has no device to watch
 
 
-@pytest.mark.parametrize("name, args", [("compaction", ["--fraction", "1.5"]), ("telemetry", ["--rounds", "0"]), ("speed", ["--models", "vgg"])])
+def test_checkpoint_cost_benchmark_times_the_runners_checkpoints(tmp_path):
+    payload = run_script("checkpoint_cost", "--models", "fcnn", "--pruners", "none,contribution", "--train-images", "300",
+                         "--repeats", "1", "--folder", str(tmp_path), output=tmp_path / "checkpoint.json")
+    rows = {row["pruner"]: row for row in payload["rows"]}
+    assert set(rows) == {"none", "contribution"} and all(row["checkpoint_seconds"] > 0 for row in rows.values())
+    assert rows["contribution"]["checkpoint_bytes"] > rows["none"]["checkpoint_bytes"]  # its statistics are saved too
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # its scratch folder is gone
+
+
+@pytest.mark.parametrize("name, args", [("compaction", ["--fraction", "1.5"]), ("telemetry", ["--rounds", "0"]), ("speed", ["--models", "vgg"]),
+                                        ("checkpoint_cost", ["--repeats", "0"])])
 def test_benchmark_options_are_checked(name, args):
     finished = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2 and "error:" in finished.stderr

@@ -92,7 +92,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
     assert result.exit_code == 1
     by_pruner = {r["pruner"]: r for r in records(tmp_path)}
     assert by_pruner["exploding"]["status"] == "failed"
-    assert by_pruner["exploding"]["error"] == "RuntimeError: boom at the first event"
+    assert by_pruner["exploding"]["error"] == "RuntimeError: boom at the first event (raised by the pruner plugin exploding_plugin)"
     assert by_pruner["magnitude"]["status"] == "ok"
     assert "1 failed" in result.output
     board = runner.invoke(app, ["leaderboard", "--results", str(tmp_path)])

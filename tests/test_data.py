@@ -391,13 +391,15 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
-def test_corrupt_idx_file_is_a_user_error(tmp_path):
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_corrupt_idx_file_is_a_user_error_that_names_the_file_not_the_cache(tmp_path, gzipped):
     user_dir = tmp_path / "flat"
-    write_fake_mnist(user_dir, gzipped=False)
-    (user_dir / "t10k-labels-idx1-ubyte").write_bytes(b"not an idx file at all")
-    with pytest.raises(UserError, match="could not be read") as raised:
+    write_fake_mnist(user_dir, gzipped=gzipped)
+    name = "t10k-labels-idx1-ubyte" + (".gz" if gzipped else "")
+    (user_dir / name).write_bytes(gzip.compress(b"not an idx file at all") if gzipped else b"not an idx file at all")
+    with pytest.raises(UserError, match="is damaged: it does not start with an IDX header") as raised:
         datasets.load_mnist(DataRequest(user_dir, tmp_path / "cache"))
-    assert str(tmp_path / "cache" / "MNIST" / "raw") in str(raised.value)
+    assert f"file {user_dir / name} is damaged" in str(raised.value) and "cache" not in str(raised.value)
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

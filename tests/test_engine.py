@@ -292,3 +292,47 @@ def test_layer_hooks_are_removed_when_training_ends_so_the_model_is_plain_again(
     trainer.fit(*resident(splits))
     assert not any(module._forward_hooks for module in trainer.model.modules())
     torch.save(trainer.model, tmp_path / "model.pt")  # pickles: no closure over the trainer left
+
+
+def test_a_restored_run_joins_a_group_at_its_next_epoch_and_ends_as_if_never_stopped(splits):
+    from bench_harness import checkpoint
+
+    whole, alone = engine_trainer(splits, "contribution", 0), engine_trainer(splits, "taylor", 1)
+    whole.fit(*resident(splits))
+    alone.fit(*resident(splits))
+    saved = {}
+    first = engine_trainer(splits, "contribution", 0)
+    fit_together([first], *resident(splits), after_epoch=lambda index: saved.setdefault(first.epochs_done, checkpoint.dumps(first.state_dict(), {})))
+    assert sorted(saved) == [1, 2, 3]  # after every epoch but the last
+    restored, fresh = engine_trainer(splits, "contribution", 7), engine_trainer(splits, "taylor", 1)
+    restored.load_state_dict(checkpoint.loads(saved[1], {})[0])
+    done = []
+    outcomes = fit_together([restored, fresh], *resident(splits), on_done=done.append)
+    assert done == [0, 1] and [outcome.error for outcome in outcomes] == [None, None]
+    for one, other in ((whole, restored), (alone, fresh)):
+        assert [r.train_loss for r in one.outcome.history] == [r.train_loss for r in other.outcome.history]
+        assert all(torch.equal(a, b) for a, b in zip(one.model.state_dict().values(), other.model.state_dict().values()))
+        assert all(torch.equal(one.masks.weight[name], other.masks.weight[name]) for name in one.masks.weight)
+
+
+def test_a_pruner_calling_sys_exit_fails_its_run_and_the_group_goes_on(splits):
+    bad, good = engine_trainer(splits, "magnitude", 0), engine_trainer(splits, "magnitude", 1)
+    bad.pruner.score = lambda layer, granularity: exit(5)
+    outcomes = fit_together([bad, good], *resident(splits))
+    assert isinstance(outcomes[0].error, SystemExit) and outcomes[1].error is None and len(outcomes[1].history) == EPOCHS
+
+
+def test_the_weight_watch_sees_observe_change_the_weights_and_stays_quiet_otherwise(splits):
+    honest, meddler = engine_trainer(splits, "taylor", 0), engine_trainer(splits, "taylor", 0)
+    observe = meddler.pruner.observe
+
+    def meddling(step):
+        observe(step)
+        with torch.no_grad():
+            meddler.layers[0].weight.mul_(0.999)
+
+    meddler.pruner.observe = meddling
+    fit_together([honest, meddler], *resident(splits))
+    assert honest.watch.describe() is None and honest.watch.checked["observe"] == 2 * EPOCHS
+    assert meddler.watch.changed == {"observe": 2 * EPOCHS}
+    assert "observe() at 8 of 8 checked calls" in meddler.watch.describe()

@@ -7,6 +7,7 @@ compacted model, whose speed-up is measured rather than assumed.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from bench_harness.measure.compaction import compact_model, compact_param_count
 from bench_harness.measure.flops import count_flops
 from bench_harness.measure.latency import measure_inference
 from bench_harness.measure.size import model_bytes_dense, model_bytes_sparse
+from bench_harness.store import write_bytes_atomically
 
 THROUGHPUT_BATCH_SIZE = 1024
 """The "large batch" of throughput and compact speed-up figures (recorded in every record)."""
@@ -82,9 +84,9 @@ def compaction(model: nn.Module, masks: MaskSet, input_shape: tuple[int, int, in
 def save_model(model: nn.Module, path: Path) -> None:
     """Save a whole module (standard layers only) so plain ``torch.load(path, weights_only=False)`` reads it.
 
-    Written to a temporary name and renamed, so an interrupted save never leaves a truncated file.
+    Written through ``bench_harness.store``'s atomic write, so an interrupted or failed save (a full
+    disk) leaves neither a truncated file nor a temporary one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(model.to("cpu"), temporary)
-    temporary.replace(path)
+    buffer = io.BytesIO()
+    torch.save(model.to("cpu"), buffer)
+    write_bytes_atomically(path, buffer.getvalue())
