@@ -1,80 +1,106 @@
-"""``contribution``: our criterion, first version. An estimate, in loss units, of how much the
-training loss would rise if a connection or a whole neuron were removed.
+"""``contribution``: our method. Every connection's contribution to the training loss is estimated in
+loss units during training, both ways: what removing a live connection would cost, and what growing
+a pruned one back would gain. The drop and the regrowth of a pruning event use the same two moments
+of the gradient, so one set of running statistics (two fused kernels per step) serves both.
 
-For one weight w with per-sample gradient second moment F (the diagonal of the empirical Fisher,
-standing in for the Hessian diagonal), the second-order estimate of removing it is ΔL ≈ ½·F·w²
-(Optimal Brain Damage with a Fisher diagonal). F is estimated during training from the minibatch
-gradients g of the steps since the last pruning event: with batch size B, E[g²] = μ² + σ²/B, so the
-per-sample second moment is  F = E[B·g²] − (E[B]−1)·E[g]², which keeps the estimate in loss units
-whatever the batch size (B is each step's own size: an epoch's last batch may be smaller). The weight w is the current one at the event, i.e. the one actually removed.
+With g the minibatch gradient of a weight w (the *dense* gradient: pruned positions included), E[g]
+its mean over the steps since the last event and F = E[B·g²] − (E[B]−1)·E[g]² its per-sample second
+moment (the empirical Fisher diagonal, corrected for the batch size B), the local quadratic model of
+the loss along that one coordinate is  L(w + δ) ≈ L(w) + E[g]·δ + ½·F·δ².
 
-A neuron's removal deletes its incoming weights, its bias and its outgoing weights; its contribution
-is the sum of ½·F·w² over all of them (the diagonal approximation ignores their interactions).
-Because every score is an estimated loss increase, one ranking across layers (``--scope global``)
-compares like with like.
+* **drop** (OBD with a Fisher diagonal, LeCun et al. 1990; Hassibi & Stork's OBS without the
+  off-diagonal terms): removing w (δ = −w) at a trained point (E[g] ≈ 0) costs ΔL⁻ ≈ ½·F·w². The
+  lowest go first; a neuron's score is the sum over its incoming weights, bias and outgoing weights.
+* **regrow**: a pruned position sits at w = 0; letting it train, the best it can do in that model is
+  δ = −E[g]/F, a loss decrease of ΔL⁺ = E[g]² / (2·F). This is the *gain* of one natural-gradient
+  step: RigL (Evci et al. 2020) regrows by |E[g]| alone, which favours positions whose gradient is
+  large only because it is noisy or its curvature steep; dividing by F ranks them by the loss they
+  would actually recover. F is damped by 1% of its layer mean, so a position with no signal
+  (a dead input) never wins on a ratio of two zeros.
+
+Both scores are estimated loss changes of the same quadratic model, so the harness's swap at each
+event (drop the lowest ΔL⁻ beyond the schedule's count, grow the highest ΔL⁺; ``--regrow-fraction``)
+trades like for like, and ``--scope global`` compares every layer in loss units.
+
+What it builds on: OBD's saliency with the empirical Fisher standing in for the Hessian diagonal
+(as in WoodFisher's diagonal baseline and Theis et al. 2018), RigL's drop-and-grow schedule with
+cosine decay, and the gain ΔL⁺ that sparse momentum and RigL approximate by gradient size. What is
+new is estimating both directions of the swap in the same units from the same two running moments.
+
+Memory: four floats per weight (E[g] and E[B·g²] for every weight, plus the harness's dense-gradient
+buffer), against two for ``obd-fisher``.
 """
 
 import torch
 
 from bench_harness import hookimpl
-from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, RunningMeans, StepView
+from bench_harness.pruner import PrunableLayer, RunningMeans, StepView
+from bench_harness_plugins.obd_fisher import OBDFisherPruner
+
+FISHER_DAMPING = 0.01
+"""Added to F in the regrowth gain, as a fraction of the layer's mean F."""
 
 
-class ContributionPruner(Pruner):
-    """Estimated loss increase ½·F·w² per connection, summed over everything a neuron owns."""
+class ContributionPruner(OBDFisherPruner):
+    """Drop by the estimated loss rise ½·F·w², regrow by the estimated loss fall E[g]²/(2F)."""
 
     name = "contribution"
-    description = "Ours (v1): estimated loss rise ½·F·w² from training-time Fisher, in loss units."
+    description = "Ours: drop by loss rise ½·F·w², regrow by loss fall E[g]²/2F (training-time Fisher)."
+    wants_dense_gradients = True
 
-    def __init__(self, context: PruningContext) -> None:
+    def _gradients(self, step: StepView) -> list[torch.Tensor]:
+        """Dense weight gradients (pruned positions too, for the regrowth gain), masked bias gradients."""
+        dense = step.dense_gradients
+        return [dense[key[: -len(".weight")]] if key.endswith(".weight") else param.grad for key, param in zip(self.position, self.params)]
+
+    def grow_scores(self, layer: PrunableLayer) -> torch.Tensor:
+        """E[g]² / (2·(F + 1%·mean F)): the loss decrease the position would buy if grown back."""
+        mean, fisher = self._moments(f"{layer.name}.weight")
+        damping = FISHER_DAMPING * fisher.mean() + torch.finfo(fisher.dtype).tiny
+        return mean.square() / (2.0 * (fisher + damping))
+
+
+class TaylorDropVariant(ContributionPruner):
+    """Ablation: drop by Taylor's mean (g·w)² instead of ½·F·w²; regrowth unchanged."""
+
+    name = "contribution-taylor-drop"
+    description = "Ablation of contribution: drop by Taylor's mean (g·w)², regrow by E[g]²/2F."
+    variant_of = "contribution"
+    granularities = ("connections",)
+
+    def __init__(self, context) -> None:
         super().__init__(context)
-        self.batch_size = RunningMean(torch.empty((), device=context.device))
-        named = [(key, param) for layer in self.layers for key, param in self._params(layer)]
-        self.params = [param for _, param in named]
-        self.position = {key: index for index, (key, _) in enumerate(named)}
-        # E[g] and E[B·g²] for every weight and bias, each kept as one fused list.
-        self.grad_mean = RunningMeans(self.params)
-        self.grad_square_mean = RunningMeans(self.params)
-
-    @staticmethod
-    def _params(layer: PrunableLayer):
-        yield f"{layer.name}.weight", layer.weight
-        if layer.bias is not None:
-            yield f"{layer.name}.bias", layer.bias
+        self.weights = [layer.weight for layer in self.layers]
+        self.first_order = RunningMeans(self.weights)
 
     @torch.no_grad()
     def observe(self, step: StepView) -> None:
-        """Accumulate E[g] and E[B·g²] per parameter element: three fused kernels per step."""
-        grads = [param.grad for param in self.params]
-        self.batch_size.add_(float(step.batch_size))
-        self.grad_mean.add_(grads)
-        self.grad_square_mean.add_products_(grads, grads, scale=float(step.batch_size))
-
-    def _loss_increase(self, key: str, param: torch.Tensor) -> torch.Tensor:
-        batch, index = self.batch_size.mean(), self.position[key]
-        mean = self.grad_mean.mean(index)
-        fisher = (self.grad_square_mean.mean(index) - (batch - 1.0) * mean.square()).clamp(min=0.0)
-        return 0.5 * fisher * param.detach().float().square()
+        super().observe(step)
+        terms = torch._foreach_mul([weight.grad for weight in self.weights], self.weights)
+        self.first_order.add_products_(terms, terms)
 
     def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
-        """½·F·w² per weight, or its sum over a unit's incoming weights, bias and outgoing weights."""
-        weight_term = self._loss_increase(f"{layer.name}.weight", layer.weight)
-        if granularity == "connections":
-            return weight_term
-        per_unit = layer.incoming_per_unit(weight_term)
-        if layer.bias is not None:
-            per_unit = per_unit + self._loss_increase(f"{layer.name}.bias", layer.bias)
-        if layer.next is not None:
-            per_unit = per_unit + layer.outgoing_per_unit(self._loss_increase(f"{layer.next.name}.weight", layer.next.weight))
-        return per_unit
+        return self.first_order.mean(self.layers.index(layer))
 
     def after_prune(self) -> None:
-        """Statistics restart after each event: the surviving network is a different function."""
-        for stat in (self.batch_size, self.grad_mean, self.grad_square_mean):
-            stat.reset_()
+        super().after_prune()
+        self.first_order.reset_()
+
+
+class GrowGradientVariant(ContributionPruner):
+    """Ablation: regrow by RigL's |E[g]| instead of the gain E[g]²/2F; drop unchanged."""
+
+    name = "contribution-grow-gradient"
+    description = "Ablation of contribution: drop by ½·F·w², regrow by |E[g]| (RigL's grow criterion)."
+    variant_of = "contribution"
+
+    def grow_scores(self, layer: PrunableLayer) -> torch.Tensor:
+        return self._moments(f"{layer.name}.weight")[0].abs()
 
 
 @hookimpl
 def register_pruners(register):
-    """Register our criterion."""
+    """Register our method and its ablation variants."""
     register(ContributionPruner)
+    register(TaylorDropVariant)
+    register(GrowGradientVariant)

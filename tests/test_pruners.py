@@ -50,14 +50,14 @@ def test_magnitude_removes_the_smallest_weights():
 
 
 def test_neurons_whose_weights_were_zeroed_by_hand_go_first():
-    for name in ("magnitude", "contribution", "taylor"):
+    for name in ("magnitude", "obd-fisher", "taylor"):
         model, layers, optimizer, pruner = setup(name, "neurons")
         with torch.no_grad():
             layers[0].weight[[2, 7]] = 0.0
             layers[0].bias[[2, 7]] = 0.0
             layers[1].weight[:, [2, 7]] = 0.0
         # The observed step sees the zeroed units (what taylor accumulates); its update revives them a
-        # little, so they are zeroed again before scoring (what magnitude and contribution read).
+        # little, so they are zeroed again before scoring (what magnitude and obd-fisher read).
         train_steps(model, optimizer, pruner, steps=1)
         with torch.no_grad():
             layers[0].weight[[2, 7]] = 0.0
@@ -101,9 +101,9 @@ def test_taylor_neuron_score_squares_the_summed_first_order_terms():
     torch.testing.assert_close(pruner.score(layers[0], "neurons"), torch.stack(per_step).mean(0))
 
 
-def test_contribution_is_half_fisher_times_weight_squared_in_loss_units():
+def test_obd_fisher_is_half_fisher_times_weight_squared_in_loss_units():
     batch = 16
-    model, layers, optimizer, pruner = setup("contribution", batch_size=batch)
+    model, layers, optimizer, pruner = setup("obd-fisher", batch_size=batch)
     steps = []
     train_steps(model, optimizer, pruner, steps=5, batch_size=batch, keep_grads=steps)
     name = layers[1].name
@@ -113,8 +113,8 @@ def test_contribution_is_half_fisher_times_weight_squared_in_loss_units():
     torch.testing.assert_close(pruner.score(layers[1], "connections"), expected)
 
 
-def test_contribution_neuron_score_counts_incoming_bias_and_outgoing_weights():
-    model, layers, optimizer, pruner = setup("contribution", "neurons")
+def test_obd_fisher_neuron_score_counts_incoming_bias_and_outgoing_weights():
+    model, layers, optimizer, pruner = setup("obd-fisher", "neurons")
     train_steps(model, optimizer, pruner, steps=3)
     connections = {layer.name: pruner.score(layer, "connections") for layer in layers}
     first, second = layers[0], layers[1]

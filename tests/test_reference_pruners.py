@@ -128,3 +128,57 @@ def test_snip_is_the_absolute_mean_gradient_times_the_weight():
         pruner.observe(StepView(torch.zeros(()), 16))
     expected = (torch.stack(grads).mean(0) * layer.weight.detach()).abs()
     torch.testing.assert_close(pruner.score(layer, "connections"), expected)
+
+
+def test_contribution_drops_like_obd_fisher_and_grows_by_the_estimated_loss_decrease():
+    """Our method: the drop score is obd-fisher's ½·F·w² (on the same steps, bit for bit), the grow score
+    E[g]²/(2(F + 1%·mean F)) from the *dense* gradients, so pruned positions are ranked too."""
+    ours, data = trained("contribution")
+    reference, _ = trained("obd-fisher")
+    for mine, theirs in zip(ours.layers, reference.layers):
+        torch.testing.assert_close(ours.pruner.score(mine, "connections"), reference.pruner.score(theirs, "connections"))
+    layer = ours.layers[0]
+    run_event(EventPlan(1, 0.5), ours.pruner, ours.masks, ours.optimizer, "connections", "layer")
+    pruned = ~ours.masks.alive_connections(layer.name)
+    # One more epoch with the per-step dense gradients recorded by hand, to check the grow score.
+    seen = []
+    hook = layer.weight.register_hook(lambda grad: seen.append(grad.detach().clone()))
+    ours.train_epoch(data)
+    hook.remove()
+    grads = torch.stack(seen)
+    sizes = torch.tensor([16.0] * (len(data) // 16) + ([float(len(data) % 16)] if len(data) % 16 else []))
+    batch = sizes.mean()
+    per_sample = (sizes[:, None, None] * grads.square()).mean(0)
+    fisher = (per_sample - (batch - 1) * grads.mean(0).square()).clamp(min=0)
+    expected = grads.mean(0).square() / (2 * (fisher + 0.01 * fisher.mean()))
+    grow = ours.pruner.grow_scores(layer)
+    torch.testing.assert_close(grow, expected, rtol=1e-4, atol=1e-12)
+    assert (grow[pruned] > 0).any()
+    # At the swap, the regrown positions are the pruned ones with the highest gain.
+    alive_before = ours.masks.alive_connections(layer.name)
+    entry = run_event(EventPlan(2, 0.4, regrow_fraction=0.3), ours.pruner, ours.masks, ours.optimizer, "connections", "layer")
+    regrown = ours.masks.alive_connections(layer.name) & ~alive_before
+    assert entry.regrown[layer.name] > 0
+    assert entry.alive_weights_after[layer.name] == round(0.4 * layer.weight.numel())
+    assert grow[regrown].min() >= grow[~ours.masks.alive_connections(layer.name) & ~alive_before].max()
+
+
+def test_contribution_gain_prefers_a_steady_gradient_to_a_noisy_one_of_the_same_mean_size():
+    """Where RigL sees the same |E[g]|, the gain E[g]²/2F ranks the steadily pulled position first."""
+    ours, _ = trained("contribution")
+    layer = ours.layers[1]
+    ours.pruner.after_prune()  # empty statistics, then two positions with hand-made gradient streams
+    steady, noisy = (0, 0), (0, 1)
+    for step in range(8):
+        dense = {l.name: torch.zeros_like(l.weight) for l in ours.layers}
+        dense[layer.name][steady] = 0.1
+        dense[layer.name][noisy] = 0.1 + (1.0 if step % 2 else -1.0)
+        for l in ours.layers:
+            l.weight.grad = dense[l.name].clone()
+            if l.bias is not None:
+                l.bias.grad = torch.zeros_like(l.bias)
+        ours.pruner.observe(StepView(torch.tensor(0.0), 16, dense_gradients=dense))
+    rigl = ours.pruner.grad_mean.mean(ours.pruner.position[f"{layer.name}.weight"]).abs()
+    torch.testing.assert_close(rigl[steady], rigl[noisy])
+    grow = ours.pruner.grow_scores(layer)
+    assert grow[steady] > 10 * grow[noisy]
