@@ -5,7 +5,8 @@ complete runs, claims each run and forms the same groups the local runner trains
 group goes to Ray as one task that asks for one GPU (or ``--ray-cpus-per-task`` CPUs) and runs the
 runner's own :func:`~bench_harness.runner.execute_group` on a worker, in a thread, while the task
 streams back what happens (a Ray streaming generator): each run's epoch reports, its checkpoints
-(written into the driver's ``checkpoints/``, so a rerun resumes there as it does locally) and its
+(written into the driver's ``checkpoints/``, so a rerun resumes there as it does locally; without
+``--checkpoint-every`` at most once a minute per run, :data:`SHIP_EVERY_SECONDS`) and its
 record. The driver writes records, checkpoints and saved models through ``bench_harness.store``,
 atomically, so the workers need no shared file system, only the same packages (and their own copy
 of the datasets, or a network to download them).
@@ -41,6 +42,11 @@ from bench_harness.errors import DeviceFailure, UserError
 
 MAX_RETRIES = 3
 """Attempts after the first that Ray makes at a group whose worker process or node died."""
+
+SHIP_EVERY_SECONDS = 60.0
+"""Without ``--checkpoint-every``, a worker ships a run's checkpoint to the driver at most this
+often (a LeNet-300-100 checkpoint is 4 to 7 MiB: a GPU's short epochs would otherwise send one per
+run every second); a node that dies then loses at most about a minute of each run's training."""
 
 TEST_KILL_ENV = "BENCH_HARNESS_TEST_KILL_WORKER"
 """A test hook: the path of a JSON file ``{"run_id": ..., "after_epoch": N}``. The first worker that
@@ -98,6 +104,8 @@ class GroupTask:
     """The runs' checkpoints in the driver's results folder when the group was sent."""
     checkpoint_names: dict[str, str] = field(default_factory=dict)
     """Where those checkpoints live on the driver, for messages."""
+    ship_every_seconds: float = 0.0
+    """A run's checkpoints are shipped at most this often (the first one always)."""
 
 
 class ShippedCheckpoints:
@@ -106,6 +114,7 @@ class ShippedCheckpoints:
     def __init__(self, task: GroupTask, events: queue.Queue) -> None:
         self.task = task
         self.events = events
+        self.shipped: dict[str, float] = {}
 
     def checkpoint_path(self, config: RunConfig) -> Path:
         return Path(self.task.checkpoint_names.get(config.run_id(), f"checkpoints/{config.run_id()}.pt"))
@@ -114,6 +123,10 @@ class ShippedCheckpoints:
         return self.task.checkpoints.get(config.run_id())
 
     def write_checkpoint(self, config: RunConfig, data: bytes) -> None:
+        now, last = time.monotonic(), self.shipped.get(config.run_id())
+        if last is not None and now - last < self.task.ship_every_seconds:
+            return
+        self.shipped[config.run_id()] = now
         self.events.put(("checkpoint", config.run_id(), data))
 
     def remove_checkpoint(self, config: RunConfig) -> None:
@@ -244,7 +257,6 @@ class _Flight:
 
     configs: list[RunConfig]
     host: str = "a Ray worker"
-    recorded: set[str] = field(default_factory=set)
 
 
 class RayExecutor:
@@ -310,6 +322,7 @@ class RayExecutor:
             configs=group, gpu=self.gpu, data_dir=None if pending.data_dir is None else str(pending.data_dir),
             use_cuda_graph=pending.use_cuda_graph, checkpoint_every=pending.checkpoint_every,
             save_models=pending.save_models, provenance={c.run_id(): pending.provenance[c.run_id()] for c in group},
+            ship_every_seconds=SHIP_EVERY_SECONDS if pending.checkpoint_every is None else 0.0,
         )
         for config in group:
             data = pending.store.read_checkpoint(config)
@@ -357,9 +370,6 @@ class RayExecutor:
                 return  # a retried attempt's repeat
             recorded.add(run_id)
             config = by_id[run_id]
-            for flight in flights.values():
-                if config in flight.configs:
-                    flight.recorded.add(run_id)
             if model is not None:
                 from bench_harness.store import write_bytes_atomically
 

@@ -75,7 +75,7 @@ class ClusterProgress(GridProgress):
     (its epochs as its worker reports them) and an estimate of the time left.
 
     The estimate divides the epochs still to train by the rate at which this command's workers have
-    trained epochs so far, so it holds once every node has reported a few epochs.
+    trained epochs since the first group started, so it holds once every node has reported a few.
     """
 
     MAX_RUN_BARS = 12
@@ -92,7 +92,7 @@ class ClusterProgress(GridProgress):
         self.running: dict[str, tuple[RunConfig, int | None]] = {}  # run id -> (config, its bar)
         self.epochs_done: dict[str, int] = {}
         self.trained_epochs = 0
-        self.first_report: float | None = None
+        self.first_start: float | None = None
         self.expected: dict[str, int] = {}  # run id -> epochs, for every run trained here
 
     def run_started(self, index: int, config: RunConfig, together: int = 1) -> None:
@@ -117,13 +117,12 @@ class ClusterProgress(GridProgress):
                 bar = self.progress.add_task(f"  {config.dataset}/{config.model} {config.pruner} seed {config.seed}",
                                              total=config.epochs, status=f"on {host}")
             self.running[config.run_id()] = (config, bar)
+        if self.first_start is None:
+            self.first_start = time.monotonic()
         self.refresh()
 
     def run_epoch(self, config: RunConfig, report: dict) -> None:
         """A worker reported a run's epoch (epoch, train_loss, val_accuracy, sparsity)."""
-        now = time.monotonic()
-        if self.first_report is None:
-            self.first_report = now
         run_id = config.run_id()
         previous = self.epochs_done.get(run_id, report["epoch"] - 1)
         self.trained_epochs += max(0, report["epoch"] - previous)
@@ -153,9 +152,9 @@ class ClusterProgress(GridProgress):
 
     def time_left(self) -> float | None:
         """Seconds until the grid is done at the rate epochs were trained so far, or None (no rate yet)."""
-        if self.first_report is None or not self.trained_epochs:
+        if self.first_start is None or not self.trained_epochs:
             return None
-        elapsed = time.monotonic() - self.first_report
+        elapsed = time.monotonic() - self.first_start
         remaining = sum(epochs - self.epochs_done.get(run_id, 0) for run_id, epochs in self.expected.items())
         unsent = self.total - self.finished - self.failed - self.skipped - len(self.expected)
         if unsent > 0 and self.expected:
