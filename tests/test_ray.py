@@ -10,7 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench_harness import cluster
+from bench_harness import cluster, progress
+from bench_harness.config import RunConfig
 from bench_harness.cli import app
 from bench_harness.record import computed
 from bench_harness.store import ResultsStore
@@ -102,3 +103,24 @@ def test_a_worker_killed_mid_grid_is_retried_and_every_record_is_written_once(ra
     for name, record in remote.items():
         assert computed(record) == computed(local_records[name])
     assert list((tmp_path / "checkpoints").iterdir()) == [] and list((tmp_path / "claims").iterdir()) == []
+
+
+def test_the_cluster_display_counts_the_whole_grid_and_estimates_the_time_left(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    configs = [RunConfig(pruner="magnitude", dataset="synthetic", model="fcnn", seed=seed, epochs=2) for seed in range(4)]
+    report = {"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.9, "sparsity": 0.1}
+    with progress.ClusterProgress(len(configs), 2) as display:
+        display.group_sent(configs[:2])
+        display.group_started(configs[:2], "node-1")
+        assert display.time_left() is None  # no epoch trained yet: no rate
+        clock[0] += 10
+        for config in configs[:2]:
+            display.run_epoch(config, report)
+        display.refresh()
+        # 2 epochs in 10 s; left: 1 epoch of each running run and 2 of each unsent one = 6 epochs, 30 s
+        assert display.time_left() == pytest.approx(30.0)
+        status = display.progress.tasks[0].fields["status"]
+        assert status == "0 done · 2 running · 2 queued · about 30 s left"
+        display.run_finished(0, configs[0], {"status": "ok", "metrics": {"test_accuracy": 0.9}, "flags": [], "resumed_from_epochs": []})
+        assert display.progress.tasks[0].fields["status"].startswith("1 done · 1 running · 2 queued")
