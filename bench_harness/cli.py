@@ -89,7 +89,7 @@ def run(
         None, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never; "
                    "default: as often as keeps checkpoints under 5% of the time, every epoch on a CPU).",
     ),
-    executor: str = typer.Option("local", help="local (this process) | ray (each group of runs is a Ray task; pip install \"bench-harness[ray]\")."),
+    executor: str = typer.Option("local", help="local (this process) | ray (each group of runs is a Ray task; needs Ray, the ray extra of bench-harness)."),
     ray_address: Optional[str] = typer.Option(
         None, help="--executor ray: the Ray cluster's head, HOST:6379 (default: RAY_ADDRESS, a cluster started on this machine, or a new local one)."
     ),

@@ -4,7 +4,9 @@ A run that raises (plugin code included, ``sys.exit`` too) is recorded as failed
 and the grid goes on. Each record is written the moment its run ends; until then the run's
 checkpoint, replaced every ``--checkpoint-every`` epochs, lets a rerun continue where it stopped.
 An interrupted command (Ctrl-C, a kill) loses at most the epochs since each run's last checkpoint;
-a full disk or a failing GPU stops the grid with every record written so far intact.
+a full disk or a failing GPU stops the grid with every record written so far intact. With an
+executor (``--executor ray``, ``bench_harness.cluster``) the groups train elsewhere, by this same
+code, and their records are still written here.
 """
 
 from __future__ import annotations
