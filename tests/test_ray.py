@@ -105,6 +105,15 @@ def test_a_worker_killed_mid_grid_is_retried_and_every_record_is_written_once(ra
     assert list((tmp_path / "checkpoints").iterdir()) == [] and list((tmp_path / "claims").iterdir()) == []
 
 
+def test_a_run_that_fails_on_a_worker_is_recorded_as_failed_and_the_grid_goes_on(ray_cluster, tmp_path):
+    diverging = [*GRID[:GRID.index("--seeds")], "--seeds", "1", "--epochs", "2", "--prune-every", "1", "--lr", "1e20"]
+    result = runner.invoke(app, [*diverging, "--results", str(tmp_path), "--executor", "ray"])
+    assert result.exit_code == 1 and "0 run(s) completed, 0 already complete and skipped, 2 failed" in result.output
+    found = records(tmp_path)
+    assert len(found) == 2 and all(r["status"] == "failed" and "diverged" in r["error"] for r in found.values())
+    assert list((tmp_path / "claims").iterdir()) == []
+
+
 def test_the_cluster_display_counts_the_whole_grid_and_estimates_the_time_left(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
