@@ -7,6 +7,7 @@ whose defaults are the seed protocol.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -88,14 +89,25 @@ def run(
         None, help="Save each run's training state every N epochs, so an interrupted run resumes there (0: never; "
                    "default: as often as keeps checkpoints under 5% of the time, every epoch on a CPU).",
     ),
+    executor: str = typer.Option("local", help="local (this process) | ray (each group of runs is a Ray task; needs Ray, the ray extra of bench-harness)."),
+    ray_address: Optional[str] = typer.Option(
+        None, help="--executor ray: the Ray cluster's head, HOST:6379 (default: RAY_ADDRESS, a cluster started on this machine, or a new local one)."
+    ),
+    ray_cpus_per_task: Optional[int] = typer.Option(
+        None, help="--executor ray without GPUs: CPUs each group asks for (default 1; with GPUs each group asks for one GPU)."
+    ),
+    ray_runtime_env: Optional[str] = typer.Option(
+        None, help="--executor ray: a Ray runtime environment as JSON, e.g. '{\"pip\": [\"my-pruner==1.0\"]}', for the workers."
+    ),
 ) -> None:
     """Train and prune: every (dataset, pruner, seed) run, one JSON record each."""
     from bench_harness.plugins import registries
-    from bench_harness.progress import GridProgress
+    from bench_harness.progress import ClusterProgress, GridProgress
     from bench_harness.runner import plan_runs, run_grid
     from bench_harness.store import ResultsStore
 
     with user_errors(), interruptible(), warnings_as_lines():
+        runtime_env = check_executor_options(executor, ray_address, ray_cpus_per_task, ray_runtime_env)
         found = registries()
         methods = [entry.name for entry in found.pruners if entry.obj.variant_of is None]  # not ablation variants
         pruners = methods if all_pruners else list(pruner or [])
@@ -115,11 +127,13 @@ def run(
         if data_dir is not None and not data_dir.is_dir():
             raise UserError(f"--data-dir {data_dir} is not a folder; point it at the folder that holds the dataset files.")
         store = ResultsStore(results)
-        with GridProgress(len(configs), configs[0].epochs) as progress:
+        display = ClusterProgress if executor == "ray" else GridProgress
+        with display(len(configs), configs[0].epochs) as progress, ray_executor(
+                executor, ray_address, ray_cpus_per_task, runtime_env, progress) as remote:
             summary = run_grid(
                 configs, found, store, data_dir, force, save_models,
                 on_run_start=progress.run_started, on_epoch=progress.epoch_done, on_run_end=progress.run_finished,
-                concurrency=concurrency, use_cuda_graph=cuda_graphs, checkpoint_every=checkpoint_every,
+                concurrency=concurrency, use_cuda_graph=cuda_graphs, checkpoint_every=checkpoint_every, executor=remote,
             )
     if summary.cleaned:
         typer.echo(f"Removed {summary.cleaned} temporary file(s) left by interrupted commands.", err=True)
@@ -139,6 +153,43 @@ def run(
         typer.echo(f"Kept the earlier ok record of {kept}.", err=True)
     if summary.failed:
         raise typer.Exit(code=1)
+
+
+def check_executor_options(executor: str, address: Optional[str], cpus_per_task: Optional[int], runtime_env: Optional[str]) -> dict | None:
+    """Before anything else: the executor is known and the Ray options go with ``--executor ray``;
+    returns the runtime environment, parsed."""
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor must be local or ray, got {executor!r}.")
+    given = [name for name, value in (("--ray-address", address), ("--ray-cpus-per-task", cpus_per_task),
+                                      ("--ray-runtime-env", runtime_env)) if value is not None]
+    if executor == "local" and given:
+        raise UserError(f"{given[0]} only applies to --executor ray; add --executor ray, or leave it out.")
+    if cpus_per_task is not None and cpus_per_task < 1:
+        raise UserError(f"--ray-cpus-per-task must be at least 1, got {cpus_per_task}.")
+    if runtime_env is None:
+        return None
+    try:
+        parsed = json.loads(runtime_env)
+    except ValueError as exc:
+        raise UserError(f"--ray-runtime-env is not JSON ({exc}); give an object such as '{{\"pip\": [\"my-pruner\"]}}'.") from None
+    if not isinstance(parsed, dict):
+        raise UserError("--ray-runtime-env must be a JSON object, such as '{\"pip\": [\"my-pruner\"]}'.")
+    return parsed
+
+
+@contextlib.contextmanager
+def ray_executor(executor: str, address: Optional[str], cpus_per_task: Optional[int], runtime_env: dict | None, progress) -> Iterator[object]:
+    """The Ray executor for ``--executor ray`` (connected, and disconnected at the end), else None."""
+    if executor != "ray":
+        yield None
+        return
+    from bench_harness.cluster import RayExecutor
+
+    remote = RayExecutor(address, cpus_per_task or 1, runtime_env, progress)
+    try:
+        yield remote
+    finally:
+        remote.close()
 
 
 @contextlib.contextmanager

@@ -465,6 +465,7 @@ def fit_together(
     on_epoch: list[Callable[[EpochReport], None] | None] | None = None,
     after_epoch: Callable[[int], None] | None = None,
     on_done: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[TrainingOutcome]:
     """Train several runs at once, interleaved step by step, each on its own stream.
 
@@ -477,7 +478,8 @@ def fit_together(
 
     ``after_epoch(index)`` follows each of a run's epochs (the runner checkpoints there);
     ``on_done(index)`` is called the moment a run ends, with its trainer closed: at once when it
-    fails, after the group's last epoch when it finishes. A run that raises anything (``sys.exit``
+    fails, after the group's last epoch when it finishes; ``on_epoch_end(epoch)`` once the whole
+    group is through an epoch (its runs' reports, checkpoints and endings are all out). A run that raises anything (``sys.exit``
     included) is dropped from the group with its error in ``outcome.error``; the others go on. A
     device failure, a results folder that cannot be written and Ctrl-C end the whole call.
     """
@@ -536,6 +538,8 @@ def fit_together(
                     guarded(index, lambda: after_epoch(index))
             for index in [index for index in training if index in active and trainers[index].epochs_done >= last_epoch]:
                 done(index)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
             if not active:
                 break
     finally:

@@ -7,15 +7,18 @@ model plugins), whether it is the dense reference (``dense_reference``), its ``s
 ``error`` (for a failure in plugin code, ``failed_plugin`` names the plugin's package), the
 ``flags`` that make its result suspect, the epochs it was resumed from (``resumed_from_epochs``),
 and then what it measured: ``metrics``, the per-epoch ``history``, the per-event ``events``,
-``telemetry`` and the ``environment``.
+``telemetry`` and the ``environment`` (the machine it ran on, ``host`` included).
 
-:func:`incomplete_reason` says whether a stored record is a finished run that resume may skip.
+:func:`incomplete_reason` says whether a stored record is a finished run that resume may skip;
+:func:`computed` keeps what a run computed, without where and when it ran, so records made on two
+machines (or by two executors) can be compared.
 """
 
 from __future__ import annotations
 
 import math
 import platform
+import socket
 import traceback
 from datetime import datetime, timezone
 
@@ -55,6 +58,7 @@ def environment(device: torch.device) -> dict:
         "bench_harness": bench_harness.__version__,
         "device": device.type,
         "device_name": name,
+        "host": socket.gethostname(),
         "platform": platform.platform(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
     }
@@ -203,26 +207,34 @@ DENSE_MARGIN = 0.25
 def add_flags(record: dict, dense_accuracy: float | None, watch_finding: str | None) -> None:
     """Flag what makes a finished run's result suspect, in ``record["flags"]`` (kind and one sentence).
 
+    ``at_chance``: see :func:`flag_at_chance`. ``weights_changed``: the weight watch saw the pruner
+    change the weights outside the pruning event (``watch_finding``, see ``bench_harness.watch``).
+    """
+    record["flags"] = [{"kind": "weights_changed", "message": watch_finding}] if watch_finding else []
+    flag_at_chance(record, dense_accuracy)
+
+
+def flag_at_chance(record: dict, dense_accuracy: float | None) -> None:
+    """(Re)decide the ``at_chance`` flag of a finished run, keeping its other flags.
+
     ``at_chance``: the test accuracy is within :data:`CHANCE_MARGIN` of ``metrics.chance_accuracy``
     (the share of the test set's most frequent class: what a constant prediction scores) while the
     dense reference of the same table and seed (``dense_accuracy``, None when none is recorded) is
-    at least :data:`DENSE_MARGIN` above it. ``weights_changed``: the weight watch saw the pruner
-    change the weights outside the pruning event (``watch_finding``, see ``bench_harness.watch``).
+    at least :data:`DENSE_MARGIN` above it. The runner decides it where the record is stored (a Ray
+    worker does not see the results folder), so it is the first flag.
     """
-    flags = []
+    flags = [flag for flag in record.get("flags") or [] if flag.get("kind") != "at_chance"]
     metrics = record.get("metrics") or {}
     accuracy, chance = metrics.get("test_accuracy"), metrics.get("chance_accuracy")
     if (
         dense_accuracy is not None and isinstance(accuracy, (int, float)) and isinstance(chance, (int, float))
         and accuracy <= chance + CHANCE_MARGIN and dense_accuracy >= chance + DENSE_MARGIN
     ):
-        flags.append({
+        flags.insert(0, {
             "kind": "at_chance",
             "message": f"Test accuracy {100 * accuracy:.1f}% is at chance (a constant guess scores {100 * chance:.1f}%) "
                        f"while the dense reference of the same seed reaches {100 * dense_accuracy:.1f}%.",
         })
-    if watch_finding:
-        flags.append({"kind": "weights_changed", "message": watch_finding})
     record["flags"] = flags
 
 
@@ -276,3 +288,30 @@ def add_training(record: dict, history: list) -> None:
         for report in history
     ]
     record["events"] = [report.event.to_dict() for report in history if report.event is not None]
+
+
+EXECUTION_KEYS = frozenset({"started_at", "finished_at", "environment", "telemetry", "traceback", "model_file"})
+"""Top-level record keys that say where, when and how a run executed, not what it computed."""
+
+EXECUTION_METRICS = frozenset({
+    "train_seconds", "prune_seconds", "inference_seconds", "capture_seconds", "peak_memory_mb",
+    "inference_peak_memory_mb", "train_energy_joules", "inference_energy_joules",
+})
+"""Metrics measured with a clock or a power meter: they differ from one execution to the next."""
+
+
+def _execution_metric(key: str) -> bool:
+    return key in EXECUTION_METRICS or "latency" in key or "throughput" in key or key.startswith("compact_speedup")
+
+
+def computed(record: dict) -> dict:
+    """What a run computed: the record without its execution fields (times, clocks, energy, the
+    machine, the traceback's frames, file paths), so two executions of the same config compare
+    equal on one machine, whichever executor ran them."""
+    kept = {key: value for key, value in record.items() if key not in EXECUTION_KEYS}
+    if isinstance(kept.get("metrics"), dict):
+        kept["metrics"] = {key: value for key, value in kept["metrics"].items() if not _execution_metric(key)}
+    if isinstance(kept.get("events"), list):
+        kept["events"] = [{key: value for key, value in event.items() if key != "seconds"} if isinstance(event, dict) else event
+                          for event in kept["events"]]
+    return kept

@@ -4,7 +4,9 @@ A run that raises (plugin code included, ``sys.exit`` too) is recorded as failed
 and the grid goes on. Each record is written the moment its run ends; until then the run's
 checkpoint, replaced every ``--checkpoint-every`` epochs, lets a rerun continue where it stopped.
 An interrupted command (Ctrl-C, a kill) loses at most the epochs since each run's last checkpoint;
-a full disk or a failing GPU stops the grid with every record written so far intact.
+a full disk or a failing GPU stops the grid with every record written so far intact. With an
+executor (``--executor ray``, ``bench_harness.cluster``) the groups train elsewhere, by this same
+code, and their records are still written here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -34,6 +36,19 @@ from bench_harness.plugins import Registries
 from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.schedule import PruningSchedule
 from bench_harness.store import Claim, ResultsStore, probe_writable
+
+
+class Checkpoints(Protocol):
+    """Where a group's checkpoints are read and written: the results store, or (on a Ray worker)
+    the checkpoints shipped with the group and back to the driver (``bench_harness.cluster``)."""
+
+    def checkpoint_path(self, config: RunConfig) -> Path: ...
+
+    def read_checkpoint(self, config: RunConfig) -> bytes | None: ...
+
+    def write_checkpoint(self, config: RunConfig, data: bytes) -> None: ...
+
+    def remove_checkpoint(self, config: RunConfig) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -212,14 +227,19 @@ def measure_run(run: PreparedRun, outcome: TrainingOutcome, test: ResidentSplit,
         record["model_file"] = str(path)
 
 
+def dense_references(registries: Registries, config: RunConfig) -> list[RunConfig]:
+    """The dense reference runs (one per registered dense pruner) a pruning run of ``config``'s
+    table and seed is compared with; none for a dense run itself."""
+    if not registries.pruners.get(config.pruner).prunes:
+        return []
+    return [replace(config, pruner=name).as_dense_reference() for name in registries.pruners.names()
+            if not registries.pruners.get(name).prunes]
+
+
 def dense_accuracy(store: ResultsStore, registries: Registries, config: RunConfig) -> float | None:
     """The test accuracy of the dense reference of ``config``'s table and seed, if it is recorded."""
-    if not registries.pruners.get(config.pruner).prunes:
-        return None
-    for name in registries.pruners.names():
-        if registries.pruners.get(name).prunes:
-            continue
-        path = store.path_for(replace(config, pruner=name).as_dense_reference())
+    for reference in dense_references(registries, config):
+        path = store.path_for(reference)
         record = store.read(path) if path.is_file() else None
         metrics = record.get("metrics") if record else None
         accuracy = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
@@ -234,7 +254,7 @@ def checkpoint_identity(run: PreparedRun) -> dict:
             "started_at": run.record["started_at"], "resumed_from_epochs": list(run.record["resumed_from_epochs"])}
 
 
-def _resume(run: PreparedRun, store: ResultsStore) -> None:
+def _resume(run: PreparedRun, store: Checkpoints) -> None:
     """Restore a prepared run from its checkpoint, if it has a usable one (else leave it fresh).
 
     Raises what the restore raised (the pruner's ``load_state_dict`` is plugin code); the caller
@@ -263,21 +283,28 @@ def execute_group(
     store: ResultsStore | None = None,
     checkpoint_every: int | None = 0,
     on_record: Callable[[int, dict], None] | None = None,
+    checkpoints: Checkpoints | None = None,
+    on_run_epoch: Callable[[int, EpochReport], None] | None = None,
+    on_group_epoch: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Train runs that share a dataset together (interleaved on one device) and measure each.
 
     Returns one record per config, in order, and hands each to ``on_record(position, record)`` the
     moment its run ends (so it is stored then, not when the group ends). A run that fails at any
     stage, in plugin code or not, ``sys.exit`` included, gets a failed record and the others go on.
-    With a ``store``, a run with a checkpoint continues from it, and every ``checkpoint_every``-th
-    epoch (0: never; None: as often as :data:`~bench_harness.config.CHECKPOINT_BUDGET` allows) a
-    run's checkpoint is replaced. Training telemetry and peak memory describe the
+    With a ``store`` (or other ``checkpoints``: a Ray worker ships them to the driver), a run with a
+    checkpoint continues from it, and every ``checkpoint_every``-th epoch (0: never; None: as often
+    as :data:`~bench_harness.config.CHECKPOINT_BUDGET` allows) a run's checkpoint is replaced; the
+    ``store`` also holds the dense reference a finished run is flagged against. ``on_epoch`` hears
+    the first run's epochs, ``on_run_epoch(position, report)`` every run's, ``on_group_epoch(epoch)``
+    the end of each of the group's epochs. Training telemetry and peak memory describe the
     whole group, which shares the device: ``concurrent_runs`` in each record says how many runs that
     was, and the training energy is split evenly between them (none for a resumed run, whose earlier
     epochs were not measured).
     """
     device = data.device
     results: list[dict | None] = [None] * len(configs)
+    checkpoints = store if checkpoints is None else checkpoints
 
     def finished(position: int, record: dict) -> None:
         results[position] = record
@@ -296,15 +323,15 @@ def execute_group(
     prepared: list[tuple[int, PreparedRun]] = []
     for position, config in enumerate(configs):
         run = prepared_or_failed(config)
-        if run is not None and store is not None:
+        if run is not None and checkpoints is not None:
             try:
-                _resume(run, store)
+                _resume(run, checkpoints)
             except STOPS_THE_GRID:
                 raise
             except CONTAINED as exc:
                 reason, _ = records.failure_reason(exc, run.record["plugins"])
                 warnings.warn(f"Could not resume {config.run_id()} from its checkpoint ({reason}); the run starts over.", stacklevel=2)
-                store.remove_checkpoint(config)
+                checkpoints.remove_checkpoint(config)
                 run = prepared_or_failed(config)
         if run is not None:
             prepared.append((position, run))
@@ -314,7 +341,20 @@ def execute_group(
     train, val, test, _ = data.get(configs[0].dataset, configs[0].val_size)
     chance = float(torch.bincount(test.labels).max()) / len(test)
     trainers = [run.trainer for _, run in prepared]
-    callbacks = [on_epoch if index == 0 else None for index in range(len(prepared))]
+
+    def reporter(index: int, position: int) -> Callable[[EpochReport], None] | None:
+        first = on_epoch if index == 0 else None
+        if on_run_epoch is None:
+            return first
+
+        def report(epoch_report: EpochReport) -> None:
+            on_run_epoch(position, epoch_report)
+            if first is not None:
+                first(epoch_report)
+
+        return report
+
+    callbacks = [reporter(index, position) for index, (position, _) in enumerate(prepared)]
     _reset_peak_memory(device)
     train_telemetry = TelemetrySampler(nvml_index(device), configs[0].telemetry_period)
     group: dict = {}
@@ -339,7 +379,7 @@ def execute_group(
 
     def after_epoch(index: int) -> None:
         _, run = prepared[index]
-        if store is None or index in uncheckpointed or not due(index):
+        if checkpoints is None or index in uncheckpointed or not due(index):
             return
         started = time.perf_counter()
         try:
@@ -351,7 +391,7 @@ def execute_group(
             reason, _ = records.failure_reason(exc, run.record["plugins"])
             warnings.warn(f"Could not checkpoint {run.config.run_id()} ({reason}); it trains on without checkpoints.", stacklevel=2)
             return
-        store.write_checkpoint(run.config, data)
+        checkpoints.write_checkpoint(run.config, data)
         last_written[index] = (time.perf_counter(), time.perf_counter() - started)
 
     def on_done(index: int) -> None:
@@ -387,7 +427,7 @@ def execute_group(
 
     train_telemetry.start()
     try:
-        fit_together(trainers, train, val, callbacks, after_epoch=after_epoch, on_done=on_done)
+        fit_together(trainers, train, val, callbacks, after_epoch=after_epoch, on_done=on_done, on_epoch_end=on_group_epoch)
     finally:
         train_telemetry.stop()
         for trainer in trainers:
@@ -446,6 +486,34 @@ def preflight(store: ResultsStore, save_models: bool, checkpoint_every: int | No
     return len(store.clean_orphans())
 
 
+@dataclass
+class PendingGroups:
+    """The part of a grid an executor other than the local loop needs (``bench_harness.cluster``):
+    the next group of claimed runs, and the one way a finished run's record is stored."""
+
+    next_group: Callable[[], list[RunConfig]]
+    """The next group to train, its runs claimed and not complete; [] when none is left."""
+    stored: Callable[[RunConfig, dict], None]
+    """Store a run's record (atomically, via the store), release its claim and tell the display."""
+    store: ResultsStore
+    registries: Registries
+    data_dir: Path | None
+    provenance: dict[str, dict]
+    save_models: bool
+    use_cuda_graph: bool
+    checkpoint_every: int | None
+
+
+class Executor(Protocol):
+    """Trains a grid's groups somewhere else than in this process (``--executor ray``)."""
+
+    def default_concurrency(self, device_name: str) -> int:
+        """Runs per group when ``--concurrency`` is not given (may refuse a device it cannot offer)."""
+
+    def run(self, pending: PendingGroups) -> None:
+        """Train every group ``pending.next_group`` hands out and store each record through ``pending.stored``."""
+
+
 def run_grid(
     configs: list[RunConfig],
     registries: Registries,
@@ -459,6 +527,7 @@ def run_grid(
     concurrency: int | None = None,
     use_cuda_graph: bool = True,
     checkpoint_every: int | None = None,
+    executor: Executor | None = None,
 ) -> GridSummary:
     """Execute every planned run, skipping complete ones unless ``force``; each record is stored the
     moment its run ends.
@@ -467,16 +536,19 @@ def run_grid(
     dataset the pending runs need are checked, so a mistake costs a second, not a trained run. A run
     is trained only under its claim (``ResultsStore.claim``): another ``bench run`` on the same
     folder trains the runs it has not claimed, and neither trains a run twice. ``on_run_end`` gets
-    the record, or None and why the run was not trained here.
+    the record, or None and why the run was not trained here. With an ``executor`` (Ray), the same
+    groups are trained by it instead of in this process; everything else here is the same (this
+    process checks the data on its CPU, claims the runs and writes every record).
     """
     summary = GridSummary(failed=[])
     if not configs:
         return summary
-    device = resolve_device(configs[0].device)
+    device = resolve_device(configs[0].device) if executor is None else torch.device("cpu")
     if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
         raise UserError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}.")
     if checkpoint_every is not None and checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be 0 (never) or a number of epochs, got {checkpoint_every}.")
+    width = concurrency or (default_concurrency(device) if executor is None else executor.default_concurrency(configs[0].device))
     summary.cleaned = preflight(store, save_models, checkpoint_every)
     started = records.now()
     data = DataCache(registries, data_dir, device)
@@ -527,8 +599,7 @@ def run_grid(
         if on_run_end:
             on_run_end(positions[config.run_id()], config, record, "")
 
-    width = concurrency or default_concurrency(device)
-    try:
+    def next_group() -> list[RunConfig]:
         while queue:
             group = []
             while queue and len(group) < width:
@@ -552,8 +623,16 @@ def run_grid(
                 if force:
                     store.remove_checkpoint(config)  # --force trains from scratch
                 group.append(config)
-            if not group:
-                continue
+            if group:
+                return group
+        return []
+
+    try:
+        if executor is not None:
+            executor.run(PendingGroups(next_group, stored, store, registries, data_dir, provenance, save_models,
+                                       use_cuda_graph, checkpoint_every))
+            return summary
+        while group := next_group():
             if on_run_start:
                 on_run_start(positions[group[0].run_id()], group[0], len(group))
             execute_group(

@@ -68,8 +68,17 @@ def test_checkpoint_cost_benchmark_times_the_runners_checkpoints(tmp_path):
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # its scratch folder is gone
 
 
+def test_ray_scaling_benchmark_trains_the_grid_locally_and_on_ray(tmp_path):
+    pytest.importorskip("ray")
+    payload = run_script("ray_scaling", "--dataset", "synthetic", "--pruners", "magnitude", "--seeds", "1", "--epochs", "2",
+                         "--batch-size", "256", "--workers", "1", "--folder", str(tmp_path), output=tmp_path / "ray.json")
+    assert [(row["executor"], row["worker_cpus"], row["runs"]) for row in payload["rows"]] == [("local", None, 1), ("ray", 1, 1)]
+    assert all(row["seconds"] > 0 for row in payload["rows"]) and payload["rows"][1]["speedup_vs_one_worker"] == 1.0
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # its scratch folders are gone
+
+
 @pytest.mark.parametrize("name, args", [("compaction", ["--fraction", "1.5"]), ("telemetry", ["--rounds", "0"]), ("speed", ["--models", "vgg"]),
-                                        ("checkpoint_cost", ["--repeats", "0"])])
+                                        ("checkpoint_cost", ["--repeats", "0"]), ("ray_scaling", ["--workers", "two"])])
 def test_benchmark_options_are_checked(name, args):
     finished = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2 and "error:" in finished.stderr
