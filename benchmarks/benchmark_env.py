@@ -73,6 +73,14 @@ def default_output(benchmark: str, device: torch.device) -> Path:
     return RESULTS_DIR / f"{benchmark}-{slug(name)}-{datetime.now().strftime('%Y-%m-%d')}.json"
 
 
+def publish(payload: dict, output: Path) -> None:
+    """Write a benchmark's JSON atomically and say where it went (every script ends this way)."""
+    from bench_harness.store import write_json_atomically
+
+    write_json_atomically(output, payload)
+    print(f"\nJSON written to {output}")
+
+
 def table(rows: list[list], headers: list[str], tablefmt: str = "simple") -> str:
     """A plain-text table (``tablefmt="github"``: a markdown one)."""
     from tabulate import tabulate

@@ -30,9 +30,9 @@ import torch
 from bench_harness import checkpoint
 from bench_harness.plugins import registries
 from bench_harness.runner import DataCache, checkpoint_identity, prepare_run, resolve_device
-from bench_harness.store import ResultsStore, write_json_atomically
+from bench_harness.store import ResultsStore
 
-from benchmark_env import default_output, describe_environment, model_list, progress, report_header, table
+from benchmark_env import default_output, describe_environment, model_list, progress, publish, report_header, table
 from speed import WORKLOADS, run_config, synthetic_datasets, timed
 
 PROTOCOL_EPOCHS = 50
@@ -134,9 +134,8 @@ def main() -> int:
         "protocol_epochs": PROTOCOL_EPOCHS, "rows": rows,
     }
     output = args.output or default_output("checkpoint-cost", device)
-    write_json_atomically(output, payload)
     print(report({**payload, "tablefmt": "github" if args.markdown else "simple"}))
-    print(f"\nJSON written to {output}")
+    publish(payload, output)
     return 0
 
 

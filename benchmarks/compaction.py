@@ -32,9 +32,8 @@ from bench_harness.plugins import registries
 from bench_harness.pruner import PruningContext, find_prunable_layers
 from bench_harness.runner import resolve_device
 from bench_harness.schedule import EventPlan
-from bench_harness.store import write_json_atomically
 
-from benchmark_env import default_output, describe_environment, model_list, report_header, progress, table
+from benchmark_env import default_output, describe_environment, model_list, progress, publish, report_header, table
 
 INPUT_SHAPES = {"fcnn": (1, 28, 28), "cnn": (3, 32, 32)}
 """Each model at the shape of its seed-protocol dataset (MNIST, CIFAR-10)."""
@@ -209,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(report(payload))
     output = args.output or default_output("compaction", device)
-    write_json_atomically(output, payload)
-    print(f"\nJSON written to {output}")
+    publish(payload, output)
     failed = [name for name, result in results.items() if not (result["checks"]["params_equal"] and result["checks"]["outputs_equal"])]
     if failed:
         print(f"PROBLEM: the compact model of {', '.join(failed)} does not match the masked one.", file=sys.stderr)

@@ -29,9 +29,9 @@ import torch
 from bench_harness.config import RunConfig
 from bench_harness.plugins import registries
 from bench_harness.runner import plan_runs, run_grid
-from bench_harness.store import ResultsStore, write_json_atomically
+from bench_harness.store import ResultsStore
 
-from benchmark_env import default_output, describe_environment, progress, report_header, table
+from benchmark_env import default_output, describe_environment, progress, publish, report_header, table
 
 
 def grid(args: argparse.Namespace, epochs: int) -> list[RunConfig]:
@@ -130,9 +130,8 @@ def main() -> int:
         "repeats": args.repeats, "rows": rows,
     }
     output = args.output or default_output("ray-scaling", torch.device("cpu"))
-    write_json_atomically(output, payload)
     print(report({**payload, "tablefmt": "github" if args.markdown else "simple"}))
-    print(f"\nJSON written to {output}")
+    publish(payload, output)
     return 0
 
 

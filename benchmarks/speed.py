@@ -38,9 +38,9 @@ from bench_harness.hookspecs import hookimpl
 from bench_harness.plugins import registered_plugin, registries
 from bench_harness.runner import DataCache, default_concurrency, plan_runs, prepare_run, resolve_device, run_grid
 from bench_harness.schedule import PruningSchedule
-from bench_harness.store import ResultsStore, write_json_atomically
+from bench_harness.store import ResultsStore
 
-from benchmark_env import default_output, describe_environment, model_list, progress, table
+from benchmark_env import default_output, describe_environment, model_list, progress, publish, table
 
 PROTOCOL = RunConfig()
 """The seed protocol's settings (batch 64, Adam lr 1e-3, 50 epochs, pruning every 5th epoch)."""
@@ -880,8 +880,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     print(grid_report(payload) if args.grid_only else report(payload))
-    write_json_atomically(output, payload)
-    print(f"\nJSON written to {output}")
+    publish(payload, output)
     return 0
 
 

@@ -29,9 +29,8 @@ from bench_harness.measure.telemetry import TelemetrySampler, nvml_index
 from bench_harness.config import RunConfig
 from bench_harness.plugins import registries
 from bench_harness.runner import DataCache, default_concurrency, resolve_device
-from bench_harness.store import write_json_atomically
 
-from benchmark_env import default_output, describe_environment, model_list, report_header, progress, table
+from benchmark_env import default_output, describe_environment, model_list, progress, publish, report_header, table
 from speed import WORKLOADS, build_trainer, synthetic_datasets, timed
 
 TARGET_PERCENT = 1.0
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(report(payload))
     output = args.output or default_output("telemetry", device)
-    write_json_atomically(output, payload)
-    print(f"\nJSON written to {output}")
+    publish(payload, output)
     return 0
 
 
