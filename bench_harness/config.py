@@ -1,4 +1,4 @@
-"""The run configuration: one dataclass whose defaults are the seed protocol (PROTOCOL.md §1).
+"""The run configuration: one dataclass whose defaults are the seed protocol (the README's protocol table).
 
 Every field is a ``bench run`` option of the same name. A run is identified by the hash of the
 fields that change what is computed; execution settings (the device) do not enter the hash, so a

@@ -134,8 +134,8 @@ MAX_CONCURRENCY = 32
 
 
 def default_concurrency(device: torch.device) -> int:
-    """Runs trained at once: five on a GPU (PROTOCOL.md §3: five interleaved graphs keep an H100 busy
-    at a small fraction of its memory), one on the CPU, where interleaving gains nothing."""
+    """Runs trained at once: five on a GPU (five interleaved graphs are expected to keep an
+    H100 busy at a small fraction of its memory; the GPU check measures it), one on the CPU, where interleaving gains nothing."""
     return 5 if device.type == "cuda" else 1
 
 

@@ -53,7 +53,7 @@ BUILTIN_PRUNERS = ("none",) + tuple(name for name in registries().pruners.names(
 The default of ``--pruners``."""
 
 OVERHEAD_TARGET_PERCENT = 5.0
-"""PROTOCOL.md §3: pruning bookkeeping should cost under 5% of a run's training time."""
+"""The project's target: pruning bookkeeping should cost under 5% of a run's training time."""
 
 TEXTBOOK_EVAL_BATCH_SIZE = 1000
 """The test loader's batch size in the textbook loop (a common choice in tutorials)."""

@@ -48,10 +48,15 @@ class ContributionPruner(OBDFisherPruner):
     description = "Ours: drop by loss rise ½·F·w², regrow by loss fall E[g]²/2F (training-time Fisher)."
     wants_dense_gradients = True
 
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        # Per tracked parameter: the layer whose dense gradient stands in for it (weights), or None (biases).
+        self.dense_source = [layer.name if key.endswith(".weight") else None for layer in self.layers for key, _ in self._params(layer)]
+
     def _gradients(self, step: StepView) -> list[torch.Tensor]:
         """Dense weight gradients (pruned positions too, for the regrowth gain), masked bias gradients."""
         dense = step.dense_gradients
-        return [dense[key[: -len(".weight")]] if key.endswith(".weight") else param.grad for key, param in zip(self.position, self.params)]
+        return [param.grad if name is None else dense[name] for name, param in zip(self.dense_source, self.params)]
 
     def grow_scores(self, layer: PrunableLayer) -> torch.Tensor:
         """E[g]² / (2·(F + 1%·mean F)): the loss decrease the position would buy if grown back."""

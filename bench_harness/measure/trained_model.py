@@ -1,4 +1,4 @@
-"""Everything measured on a trained (and pruned) model, as PROTOCOL.md §2 defines it.
+"""Everything measured on a trained (and pruned) model, as the README's record section defines it.
 
 Size (parameters, compression ratio, saved bytes), work (dense and effective FLOPs), speed (latency
 at batch 1, throughput at a large batch) and, for neuron pruning, the same for the physically
