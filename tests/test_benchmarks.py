@@ -36,6 +36,10 @@ def test_speed_benchmark_runs_both_loops_and_every_pruner(tmp_path):
     assert result["textbook"]["epoch_seconds"] > 0 and result["engine"]["epoch_seconds"] > 0
     builtins = set(registries().pruners.names())
     assert set(result["pruning"]) == builtins - {"none"}  # each against "none"
+    # Each pruner's own share is its overhead less magnitude's (the masking every pruned run pays).
+    floor = result["pruning"]["magnitude"]["overhead_percent"]
+    for row in result["pruning"].values():
+        assert row["own_overhead_percent"] == pytest.approx(row["overhead_percent"] - floor)
     grid = result["grid"]["measured"]
     assert (grid["runs"], grid["completed"], grid["failed"]) == (len(builtins), len(builtins), [])  # one seed of every built-in pruner
     assert payload["environment"]["git_commit"] is None or len(payload["environment"]["git_commit"]) >= 40
