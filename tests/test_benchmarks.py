@@ -86,3 +86,24 @@ def test_ray_scaling_benchmark_trains_the_grid_locally_and_on_ray(tmp_path):
 def test_benchmark_options_are_checked(name, args):
     finished = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 2 and "error:" in finished.stderr
+
+
+def test_paired_script_pairs_two_folders_by_seed(tmp_path):
+    from record_factory import seeds, write_records
+
+    from bench_harness.significance import paired_difference
+
+    layer, overall = tmp_path / "layer", tmp_path / "global"
+    write_records(layer, seeds("contribution", (0.880, 0.884, 0.879, 0.886)))
+    write_records(overall, seeds("contribution", (0.885, 0.886, 0.883), scope="global") + seeds("taylor", (0.5, 0.5, 0.5), scope="global"))
+    command = [sys.executable, str(BENCHMARKS / "paired.py"), f"{overall}:contribution", f"{layer}:contribution", "--json"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads(finished.stdout)
+    expected = paired_difference({0: 88.5, 1: 88.6, 2: 88.3}, {0: 88.0, 1: 88.4, 2: 87.9})
+    assert result["seeds"] == [0, 1, 2] and result["unpaired_seeds"] == [3]  # seed 3 has no partner
+    assert result["delta_pp"] == pytest.approx(expected.delta) and result["p_value"] == pytest.approx(expected.p_value)
+    # A pruner that is not there, or a folder that is not a results folder: one sentence, exit code 2.
+    for selection in (f"{layer}:taylor", f"{tmp_path / 'nowhere'}:contribution", "no-colon"):
+        failed = subprocess.run([sys.executable, str(BENCHMARKS / "paired.py"), selection, f"{layer}:contribution"], capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 2 and failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1
