@@ -3,8 +3,8 @@
 Data lives on the run's device as uint8 tensors and is normalised on the fly; batches are drawn by
 index from a per-run seeded permutation, so no DataLoader, worker process or host-to-device copy
 sits in the loop. The step (forward, loss, backward, gradient masking, the pruner's observation,
-optimizer step, weight masking) touches only preallocated tensors and never synchronises with the
-host, which is what lets the GPU path capture it as a CUDA graph.
+optimizer step) touches only preallocated tensors and never synchronises with the host, which is
+what lets the GPU path capture it as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -212,9 +212,6 @@ class Trainer:
         # random numbers model initialisation or a pruner happened to draw.
         self.shuffle_generator = torch.Generator(device=device).manual_seed(seed)
         self.taps = LayerTaps(layers, inputs=pruner.wants_inputs, outputs=pruner.wants_activations)
-        # Unmasked gradients are copied into buffers that live as long as the run, so a captured
-        # graph writes each step's copy where the pruner reads it.
-        self.dense_gradients = {layer.name: torch.zeros_like(layer.weight) for layer in layers} if pruner.wants_dense_gradients else None
         # Each run works on its own CUDA stream (captured and replayed on that same stream, which is
         # the combination that replays reliably), so several runs can overlap on one GPU.
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -253,17 +250,24 @@ class Trainer:
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
         # The dense reference never prunes, so its masks stay all ones: nothing to enforce.
-        prunes = self.pruner.prunes
-        if self.dense_gradients is not None:
-            torch._foreach_copy_(list(self.dense_gradients.values()), [layer.weight.grad for layer in self.layers])
-        if prunes:
-            self.masks.apply_to_gradients()
-            view = StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, self.dense_gradients)
-            with self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext():
-                self.pruner.observe(view)
+        if self.pruner.prunes:
+            # A pruner that wants dense gradients observes them where backward left them, before the
+            # masking (no copy: one pass over the weights fewer per step); any other sees them masked.
+            dense = {layer.name: layer.weight.grad for layer in self.layers} if self.pruner.wants_dense_gradients else None
+            view = StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, dense)
+            guard = self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext()
+            if dense is not None:
+                with guard:
+                    self.pruner.observe(view)
+                self.masks.apply_to_gradients()
+            else:
+                self.masks.apply_to_gradients()
+                with guard:
+                    self.pruner.observe(view)
         self.optimizer.step()
-        if prunes:
-            self.masks.apply_to_weights()
+        # No weight masking here: a pruned weight is zero, and so are its gradient (masked above) and
+        # its Adam moments (zeroed at the event), so Adam's step leaves it exactly zero. ``end_epoch``
+        # enforces the masks once more anyway, before anything is evaluated.
         return loss.detach()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, watched: bool = False) -> torch.Tensor:
@@ -349,6 +353,9 @@ class Trainer:
         The epoch's single host synchronisation.
         """
         with self.stream_context():
+            # A no-op when every pruner keeps its promise (see ``update``); it keeps what is evaluated
+            # and checkpointed exactly as sparse as the masks say even if one does not.
+            self.masks.apply_to_weights()
             mean_loss = float(self._loss_sum) / self._steps_done
             if not math.isfinite(mean_loss):
                 raise FloatingPointError(f"Training diverged: the mean training loss of the epoch is {mean_loss}.")

@@ -29,7 +29,7 @@ class MaskSet:
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
-        """Zero every pruned weight and bias (after each optimizer step)."""
+        """Zero every pruned weight and bias (at each event and at the end of each epoch)."""
         torch._foreach_mul_(self._params, self._masks)
 
     @torch.no_grad()

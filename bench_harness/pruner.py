@@ -148,7 +148,9 @@ class StepView:
     dense_gradients: dict[str, torch.Tensor] | None = None
     """Each prunable layer's weight gradient *before* masking, so pruned positions show the gradient
     they would get if they were alive (what a regrowth criterion needs); only for pruners with
-    ``wants_dense_gradients``. Overwritten in place every step."""
+    ``wants_dense_gradients``. These are the parameters' own ``.grad`` tensors: for such a pruner,
+    ``observe`` runs before the harness masks the gradients, so every parameter's ``.grad``
+    (biases included) is unmasked during the call. Read-only, valid during the call."""
 
 
 @dataclass
@@ -187,7 +189,8 @@ class Pruner:
     wants_inputs: ClassVar[bool] = False
     """True to receive each prunable layer's input in ``StepView.inputs``."""
     wants_dense_gradients: ClassVar[bool] = False
-    """True to receive the unmasked weight gradients in ``StepView.dense_gradients``."""
+    """True to receive the unmasked weight gradients in ``StepView.dense_gradients`` (``observe`` then
+    runs before the gradient masking, and sees every ``.grad`` unmasked)."""
 
     def __init__(self, context: PruningContext) -> None:
         self.context = context
@@ -198,7 +201,12 @@ class Pruner:
         return self.context.layers
 
     def observe(self, step: StepView) -> None:
-        """Accumulate statistics from one training step (optional; tensor work only)."""
+        """Accumulate statistics from one training step (optional; tensor work only).
+
+        Called after backward and before the optimizer step. The gradients on the parameters are
+        masked (zero where pruned), unless the pruner ``wants_dense_gradients``: then it is called
+        before the masking and sees them unmasked. It must change neither weights nor gradients.
+        """
 
     def score(self, layer: PrunableLayer, granularity: str) -> torch.Tensor:
         """Importance of each connection (weight-shaped) or neuron (shape ``(units,)``); lower goes first."""

@@ -213,7 +213,6 @@ def _tensors_the_graph_reads(trainer):
     optimizer_state = [t for state in trainer.optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
     parameters = list(trainer.model.parameters())
     tensors = parameters + [p.grad for p in parameters] + list(trainer.masks._masks) + optimizer_state + pruner_stats
-    tensors += list((trainer.dense_gradients or {}).values())
     tensors += [trainer._loss_sum, trainer.graph.order, trainer.graph.cursor]
     return {name: tensor.data_ptr() for name, tensor in enumerate(tensors)}
 
@@ -336,3 +335,50 @@ def test_the_weight_watch_sees_observe_change_the_weights_and_stays_quiet_otherw
     assert honest.watch.describe() is None and honest.watch.checked["observe"] == 2 * EPOCHS
     assert meddler.watch.changed == {"observe": 2 * EPOCHS}
     assert "observe() at 8 of 8 checked calls" in meddler.watch.describe()
+
+
+@pytest.mark.parametrize("pruner_name", ["magnitude", "contribution", "rigl", "obs"])
+def test_pruned_weights_stay_exactly_zero_through_every_step_without_masking_the_weights(splits, pruner_name):
+    # The step masks gradients, not weights: Adam moves a weight whose gradient and moments are zero
+    # by exactly zero. Checked after every step following an event with a cut, a compensation (obs)
+    # and a regrowth (contribution, rigl), before the epoch's end enforces the masks again.
+    trainer = engine_trainer(splits, pruner_name, 5)
+    train, val = resident(splits)
+    trainer.train_epoch(train)
+    entry = trainer.prune(EventPlan(1, 0.5, regrow_fraction=0.3), val)
+    assert entry.removed > 0
+    trainer.begin_epoch(train)
+    for _ in range(trainer.steps_per_epoch(train)):
+        trainer.advance()
+        for layer in trainer.layers:
+            pruned = ~trainer.masks.alive_connections(layer.name)
+            assert pruned.any() and torch.count_nonzero(layer.weight[pruned]) == 0
+    trainer.end_epoch()
+
+
+class _GradientSpy(registries().pruners.get("magnitude")):
+    """Counts, at each observe, the pruned positions whose gradient it sees non-zero."""
+
+    def observe(self, step):
+        masks = self.context.model.spy_masks
+        self.seen = sum(int(torch.count_nonzero(layer.weight.grad[masks.weight[layer.name] == 0])) for layer in self.layers)
+        if step.dense_gradients is not None:
+            assert all(step.dense_gradients[layer.name] is layer.weight.grad for layer in self.layers)
+
+
+class _DenseGradientSpy(_GradientSpy):
+    wants_dense_gradients = True
+
+
+@pytest.mark.parametrize("spy, sees_pruned", [(_GradientSpy, False), (_DenseGradientSpy, True)])
+def test_observe_sees_masked_gradients_unless_the_pruner_wants_dense_ones(splits, spy, sees_pruned):
+    trainer = engine_trainer(splits, "magnitude", 2)
+    trainer.pruner = spy(trainer.pruner.context)
+    trainer.model.spy_masks = trainer.masks
+    train, val = resident(splits)
+    trainer.train_epoch(train)
+    trainer.prune(EventPlan(1, 0.5), val)
+    trainer.train_epoch(train)
+    assert (trainer.pruner.seen > 0) is sees_pruned
+    for layer in trainer.layers:  # and the optimizer, after observe, saw them masked
+        assert torch.count_nonzero(layer.weight.grad[~trainer.masks.alive_connections(layer.name)]) == 0
