@@ -27,8 +27,8 @@ What it builds on: OBD's saliency with the empirical Fisher standing in for the 
 cosine decay, and the gain ΔL⁺ that sparse momentum and RigL approximate by gradient size. What is
 new is estimating both directions of the swap in the same units from the same two running moments.
 
-Memory: four floats per weight (E[g] and E[B·g²] for every weight, plus the harness's dense-gradient
-buffer), against two for ``obd-fisher``.
+Memory: two floats per weight and per bias (E[g] and E[B·g²]), as for ``obd-fisher``: the dense
+gradients are read where backward leaves them, before the harness masks them.
 """
 
 import torch
@@ -47,16 +47,9 @@ class ContributionPruner(OBDFisherPruner):
     name = "contribution"
     description = "Ours: drop by loss rise ½·F·w², regrow by loss fall E[g]²/2F (training-time Fisher)."
     wants_dense_gradients = True
-
-    def __init__(self, context) -> None:
-        super().__init__(context)
-        # Per tracked parameter: the layer whose dense gradient stands in for it (weights), or None (biases).
-        self.dense_source = [layer.name if key.endswith(".weight") else None for layer in self.layers for key, _ in self._params(layer)]
-
-    def _gradients(self, step: StepView) -> list[torch.Tensor]:
-        """Dense weight gradients (pruned positions too, for the regrowth gain), masked bias gradients."""
-        dense = step.dense_gradients
-        return [param.grad if name is None else dense[name] for name, param in zip(self.dense_source, self.params)]
+    """So ``observe`` (``obd-fisher``'s) runs before the harness masks the gradients: E[g] and F then
+    cover pruned positions too, for the regrowth gain. A pruned weight or bias is zero, so its
+    statistics never reach a drop score."""
 
     def grow_scores(self, layer: PrunableLayer) -> torch.Tensor:
         """E[g]² / (2·(F + 1%·mean F)): the loss decrease the position would buy if grown back."""

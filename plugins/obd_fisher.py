@@ -44,14 +44,12 @@ class OBDFisherPruner(Pruner):
         if layer.bias is not None:
             yield f"{layer.name}.bias", layer.bias
 
-    def _gradients(self, step: StepView) -> list[torch.Tensor]:
-        """This step's gradient of every tracked parameter (masked: zero where pruned)."""
-        return [param.grad for param in self.params]
-
     @torch.no_grad()
     def observe(self, step: StepView) -> None:
-        """Accumulate E[g] and E[B·g²] per parameter element: three fused kernels per step."""
-        grads = self._gradients(step)
+        """Accumulate E[g] and E[B·g²] per parameter element: two fused kernels per step.
+
+        The gradients are masked here, and unmasked for a subclass that wants dense gradients."""
+        grads = [param.grad for param in self.params]
         self.batch_size.add_(float(step.batch_size))
         self.grad_mean.add_(grads)
         self.grad_square_mean.add_products_(grads, grads, scale=float(step.batch_size))
