@@ -212,6 +212,10 @@ class Trainer:
         # random numbers model initialisation or a pruner happened to draw.
         self.shuffle_generator = torch.Generator(device=device).manual_seed(seed)
         self.taps = LayerTaps(layers, inputs=pruner.wants_inputs, outputs=pruner.wants_activations)
+        self.observed_epochs = schedule.observed_epochs(pruner.observe_epochs) if pruner.prunes else frozenset()
+        """The 1-based epochs in which the pruner's ``observe`` runs (the statistics an event reads)."""
+        self.observing = False
+        """Whether the current epoch's steps call ``observe``."""
         # Each run works on its own CUDA stream (captured and replayed on that same stream, which is
         # the combination that replays reliably), so several runs can overlap on one GPU.
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -250,7 +254,9 @@ class Trainer:
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
         # The dense reference never prunes, so its masks stay all ones: nothing to enforce.
-        if self.pruner.prunes:
+        if self.pruner.prunes and not self.observing:
+            self.masks.apply_to_gradients()
+        elif self.pruner.prunes:
             # A pruner that wants dense gradients observes them where backward left them, before the
             # masking (no copy: one pass over the weights fewer per step); any other sees them masked.
             dense = {layer.name: layer.weight.grad for layer in self.layers} if self.pruner.wants_dense_gradients else None
@@ -292,8 +298,12 @@ class Trainer:
             self._loss_sum.zero_()
             self._steps_done = 0
             self.epoch_capture_seconds = 0.0
-            if self.graph is not None and self.graph.data is not data:
-                self.graph = None  # a graph reads the split it was captured on; a new split needs a new capture
+            observing = self.epochs_done + 1 in self.observed_epochs
+            if self.graph is not None and (self.graph.data is not data or observing != self.observing):
+                # A graph reads the split it was captured on and holds the step with or without the
+                # observation; a new split, or observation switched on or off, needs a new capture.
+                self.graph = None
+            self.observing = observing
             if self.graph is not None:
                 self.graph.load_epoch(self._order, self._draw)
 
@@ -561,7 +571,7 @@ class StepGraph:
     The graph reads the batch's indices from a static ``[steps, batch]`` buffer at a device-side
     cursor that it advances itself, so a replay needs no host work at all. Masks, optimizer state and
     the pruner's statistics are updated in place between replays, so pruning never forces a
-    re-capture. A graph holds raw pointers: this object and its trainer keep every tensor it touches
+    re-capture; switching the observation on or off (``Trainer.observing``) does. A graph holds raw pointers: this object and its trainer keep every tensor it touches
     referenced for as long as it may be replayed.
     """
 

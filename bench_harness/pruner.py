@@ -188,6 +188,10 @@ class Pruner:
     """True to receive each prunable layer's output in ``StepView.activations``."""
     wants_inputs: ClassVar[bool] = False
     """True to receive each prunable layer's input in ``StepView.inputs``."""
+    observe_epochs: ClassVar[int | None] = None
+    """How many epochs of statistics an event needs: ``observe`` runs only in the last
+    ``observe_epochs`` epochs before each event (None: every epoch since the previous event). It
+    never runs after the last event, whose statistics nothing would read."""
     wants_dense_gradients: ClassVar[bool] = False
     """True to receive the unmasked weight gradients in ``StepView.dense_gradients`` (``observe`` then
     runs before the gradient masking, and sees every ``.grad`` unmasked)."""

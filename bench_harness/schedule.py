@@ -119,6 +119,19 @@ class PruningSchedule:
             return 0.0
         return self.regrow_fraction / 2.0 * (1.0 + math.cos(math.pi * epoch / self.event_epochs[-1]))
 
+    def observed_epochs(self, window: int | None = None) -> frozenset[int]:
+        """The 1-based epochs whose training steps a pruner's statistics must see: those before each
+        event (a cut or a swap) since the previous one, or only the last ``window`` of them.
+
+        Statistics restart after every event, so nothing seen after the last event is ever read: a
+        run observes no step of its final epochs."""
+        observed, previous = set(), 0
+        for event in sorted((*self.event_epochs, *self.regrow_epochs)):
+            first = previous + 1 if window is None else max(previous + 1, event - window + 1)
+            observed.update(range(first, event + 1))
+            previous = event
+        return frozenset(observed)
+
     @property
     def final_density(self) -> float:
         """Fraction of elements left after the last event (1 without events)."""

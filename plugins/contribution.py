@@ -96,9 +96,19 @@ class GrowGradientVariant(ContributionPruner):
         return self._moments(f"{layer.name}.weight")[0].abs()
 
 
+class LastEpochVariant(ContributionPruner):
+    """Cost variant: the same scores from the statistics of the last epoch before each event only."""
+
+    name = "contribution-last-epoch"
+    description = "Cost variant of contribution: statistics from the last epoch before each event only."
+    variant_of = "contribution"
+    observe_epochs = 1
+
+
 @hookimpl
 def register_pruners(register):
-    """Register our method and its ablation variants."""
+    """Register our method and its ablation and cost variants."""
     register(ContributionPruner)
     register(TaylorDropVariant)
     register(GrowGradientVariant)
+    register(LastEpochVariant)

@@ -107,3 +107,22 @@ def test_paired_script_pairs_two_folders_by_seed(tmp_path):
     for selection in (f"{layer}:taylor", f"{tmp_path / 'nowhere'}:contribution", "no-colon"):
         failed = subprocess.run([sys.executable, str(BENCHMARKS / "paired.py"), selection, f"{layer}:contribution"], capture_output=True, text=True, timeout=120)
         assert failed.returncode == 2 and failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1
+
+
+def test_speed_overhead_counts_the_masking_every_epoch_and_the_observation_only_where_it_runs(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import speed
+
+    none = {"train_images": 100, "epoch_seconds": 1.0}
+    magnitude = {"observe_extra_epoch_seconds": 0.1, "event_seconds": 0.0, "observed_epochs": 45}
+    windowed = {"observe_extra_epoch_seconds": 0.3, "event_seconds": 0.5, "observed_epochs": 9}
+    # 50 epochs of 1 s; masking 0.1 s in each; observation 0.2 s in 9 of them; 9 events of 0.5 s.
+    row = speed.pruning_overhead(none, windowed, 100, floor=magnitude)
+    assert row["overhead_percent"] == pytest.approx(100 * (50 * 0.1 + 9 * 0.2 + 9 * 0.5) / 50)
+    assert speed.pruning_overhead(none, magnitude, 100, floor=magnitude)["overhead_percent"] == pytest.approx(10.0)
+    # Without magnitude measured, the whole extra counts in every epoch (an upper bound).
+    assert speed.pruning_overhead(none, windowed, 100)["overhead_percent"] == pytest.approx(100 * (50 * 0.3 + 9 * 0.5) / 50)
+    # Per image: a measurement on 100 images describes a protocol epoch of 1,000.
+    assert speed.pruning_overhead(none, windowed, 1000, floor=magnitude)["overhead_percent"] == pytest.approx(100 * (50 * 1.0 + 9 * 2.0 + 9 * 0.5) / (50 * 10.0))
+    contribution = registries().pruners.get("contribution")
+    assert speed.protocol_observed_epochs(contribution) == 45 and speed.protocol_observed_epochs(registries().pruners.get("none")) == 0

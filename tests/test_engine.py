@@ -28,15 +28,15 @@ def splits():
     return split_validation(make_synthetic(num_train=600, num_test=100), 100)
 
 
-def engine_trainer(splits, pruner_name, seed, augment=False):
+def engine_trainer(splits, pruner_name, seed, augment=False, pruner_class=None, schedule=None):
     torch.manual_seed(seed)
     model = build_fcnn(tuple(splits.train_images.shape[1:]), 10)
     layers = find_prunable_layers(model)
     optimizer = engine.make_optimizer(model, LR, torch.device("cpu"))
     masks = MaskSet(layers)
-    pruner_class = registries().pruners.get(pruner_name)
+    pruner_class = pruner_class or registries().pruners.get(pruner_name)
     pruner = pruner_class(PruningContext(model, layers, optimizer, seed, torch.device("cpu"), "connections", BATCH))
-    schedule = PruningSchedule.build(EPOCHS, EVERY, RATE, prunes=pruner_class.prunes)
+    schedule = schedule or PruningSchedule.build(EPOCHS, EVERY, RATE, prunes=pruner_class.prunes)
     return Trainer(model, optimizer, layers, masks, pruner, schedule, Normaliser(splits.mean, splits.std, torch.device("cpu")),
                    BATCH, seed, torch.device("cpu"), "connections", "layer",
                    augmenter=RandomCropFlip(seed, torch.device("cpu")) if augment else None)
@@ -332,9 +332,10 @@ def test_the_weight_watch_sees_observe_change_the_weights_and_stays_quiet_otherw
 
     meddler.pruner.observe = meddling
     fit_together([honest, meddler], *resident(splits))
-    assert honest.watch.describe() is None and honest.watch.checked["observe"] == 2 * EPOCHS
-    assert meddler.watch.changed == {"observe": 2 * EPOCHS}
-    assert "observe() at 8 of 8 checked calls" in meddler.watch.describe()
+    observed = len(honest.observed_epochs)  # epochs 1 and 2: the one event follows epoch 2
+    assert observed == EVERY and honest.watch.describe() is None and honest.watch.checked["observe"] == 2 * observed
+    assert meddler.watch.changed == {"observe": 2 * observed}
+    assert "observe() at 4 of 4 checked calls" in meddler.watch.describe()
 
 
 @pytest.mark.parametrize("pruner_name", ["magnitude", "contribution", "rigl", "obs"])
@@ -382,3 +383,38 @@ def test_observe_sees_masked_gradients_unless_the_pruner_wants_dense_ones(splits
     assert (trainer.pruner.seen > 0) is sees_pruned
     for layer in trainer.layers:  # and the optimizer, after observe, saw them masked
         assert torch.count_nonzero(layer.weight.grad[~trainer.masks.alive_connections(layer.name)]) == 0
+
+
+class _StepCounter(registries().pruners.get("magnitude")):
+    """Counts its observed steps per epoch (the epoch read from the trainer the test attaches)."""
+
+    def observe(self, step):
+        epoch = self.trainer.epochs_done + 1
+        self.steps[epoch] = self.steps.get(epoch, 0) + 1
+
+
+@pytest.mark.parametrize("window, observed", [(None, {1, 2, 3, 4, 5}), (1, {2, 5}), (2, {1, 2, 4, 5})])
+def test_observe_runs_only_in_the_epochs_whose_statistics_an_event_reads(splits, window, observed):
+    # Events after epochs 2 and 5 of 7: nothing after the last event is observed, and a pruner that
+    # needs one epoch of statistics is observed only in the epoch before each event.
+    class Counter(_StepCounter):
+        observe_epochs = window
+
+    schedule = PruningSchedule(7, "fixed", (2, 5), (0.6, 0.36))
+    trainer = engine_trainer(splits, None, 1, pruner_class=Counter, schedule=schedule)
+    trainer.pruner.trainer, trainer.pruner.steps = trainer, {}
+    outcome = trainer.fit(*resident(splits))
+    assert set(trainer.pruner.steps) == observed
+    assert set(trainer.pruner.steps.values()) == {trainer.steps_per_epoch(resident(splits)[0])}
+    assert [report.epoch for report in outcome.history if report.event is not None] == [2, 5]
+
+
+def test_switching_the_observation_off_recaptures_the_step_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
+    # The event follows epoch 2 of 4: the graph of epochs 1-2 holds observe, epochs 3-4 need one without.
+    captured = []
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(lambda trainer, step: captured.append(trainer.observing) or ReplayedStep(trainer, step)))
+    eager, graphed = engine_trainer(ragged_splits, "contribution", 4), graph_trainer(ragged_splits, "contribution", 4, False)
+    fit_together([eager, graphed], *resident(ragged_splits))
+    assert captured == [True, False] and graphed.engine == "cuda-graph"
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
+        assert torch.equal(a, b)

@@ -61,3 +61,15 @@ def test_a_run_config_gives_the_schedule_of_its_settings():
     assert schedule.kind == "cubic" and schedule.event_epochs == (2, 5, 8, 11, 14, 17, 20)
     assert schedule.final_density == pytest.approx(0.1) and schedule.regrow_fraction == 0.0
     assert PruningSchedule.for_run(config, regrows=True).regrow_fraction == config.regrow_fraction
+
+
+def test_observed_epochs_are_those_whose_statistics_an_event_reads():
+    schedule = PruningSchedule.build(50, 5, 0.1)  # the seed protocol: events after epochs 5, 10, ..., 45
+    assert schedule.observed_epochs() == frozenset(range(1, 46))  # nothing after the last event
+    assert schedule.observed_epochs(1) == frozenset(range(5, 46, 5))
+    assert schedule.observed_epochs(2) == frozenset(e for e in range(4, 46) if e % 5 in (4, 0))
+    assert schedule.observed_epochs(9) == schedule.observed_epochs()  # a window longer than the interval
+    swaps = PruningSchedule.build(30, 10, 0.5, regrow_fraction=0.3, regrow_every=4)  # cuts after 10, 20; swaps after 12, 16
+    assert swaps.observed_epochs(1) == {10, 12, 16, 20}
+    assert swaps.observed_epochs(3) == {8, 9, 10, 11, 12, 14, 15, 16, 18, 19, 20}
+    assert PruningSchedule.build(10, 5, 0.1, prunes=False).observed_epochs() == frozenset()
