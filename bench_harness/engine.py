@@ -212,7 +212,8 @@ class Trainer:
         # random numbers model initialisation or a pruner happened to draw.
         self.shuffle_generator = torch.Generator(device=device).manual_seed(seed)
         self.taps = LayerTaps(layers, inputs=pruner.wants_inputs, outputs=pruner.wants_activations)
-        self.observed_epochs = schedule.observed_epochs(pruner.observe_epochs) if pruner.prunes else frozenset()
+        # A pruner that does not implement observe never observes: its step is captured once.
+        self.observed_epochs = schedule.observed_epochs(pruner.observe_epochs) if pruner.observes() else frozenset()
         """The 1-based epochs in which the pruner's ``observe`` runs (the statistics an event reads)."""
         self.observing = False
         """Whether the current epoch's steps call ``observe``."""
@@ -566,7 +567,7 @@ def fit_together(
 
 
 class StepGraph:
-    """The training step of one run, captured once as a CUDA graph and replayed for every full batch.
+    """The training step of one run, captured as a CUDA graph and replayed for every full batch.
 
     The graph reads the batch's indices from a static ``[steps, batch]`` buffer at a device-side
     cursor that it advances itself, so a replay needs no host work at all. Masks, optimizer state and

@@ -25,7 +25,7 @@ class MaskSet:
         self._params = [layer.weight for layer in layers] + [layer.bias for layer in layers if layer.name in self.bias]
         self._masks = [self.weight[layer.name] for layer in layers] + [self.bias[layer.name] for layer in layers if layer.name in self.bias]
 
-    # -- enforcement (called every step; in place, no host synchronisation) -------------------------
+    # -- enforcement (in place, no host synchronisation) ---------------------------------------------
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
@@ -34,10 +34,12 @@ class MaskSet:
 
     @torch.no_grad()
     def apply_to_gradients(self) -> None:
-        """Zero the gradients of pruned parameters (before the optimizer step).
+        """Zero the gradients of pruned parameters (before every optimizer step).
 
-        Masking the gradient as well as the weight keeps Adam's moments of a pruned weight at zero,
-        so they carry no stale signal into criteria that read the optimizer state.
+        This is what keeps a pruned weight at zero between events: with a zero gradient and the
+        Adam moments zeroed at the event (:meth:`apply_to_optimizer_state`), Adam moves it by
+        exactly zero, so the weights need no masking after each step. It also keeps those moments
+        free of stale signal for criteria that read the optimizer state.
         """
         pairs = [(param.grad, mask) for param, mask in zip(self._params, self._masks) if param.grad is not None]
         if pairs:

@@ -12,10 +12,12 @@ optional capabilities let a method do more than rank, still on equal terms with 
   elsewhere (RigL-style regrowth), the alive count still following the schedule exactly;
 * the step view's layer inputs (``wants_inputs``) and dense gradients (``wants_dense_gradients``).
 
-Between events a pruner may watch every training step through :meth:`Pruner.observe`. That method
-runs inside the training step, which on a GPU is captured and replayed as a CUDA graph, so it must
+Between events a pruner may watch the training steps through :meth:`Pruner.observe` (every step of
+the epochs whose statistics an event reads: see ``Pruner.observe_epochs``). That method runs inside
+the training step, which on a GPU is captured and replayed as a CUDA graph, so it must
 be pure tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values,
-no new tensors kept across steps. ``bench_harness.statistics`` holds accumulators built for this,
+no new tensors kept across steps, no reference to the step view's tensors kept past the call, and
+no change to a weight or a gradient (the optimizer steps with them). ``bench_harness.statistics`` holds accumulators built for this,
 and ``bench_harness.testing.check_pruner`` checks a pruner against the whole contract.
 """
 
@@ -274,6 +276,11 @@ class Pruner:
         return cls.compensate is not Pruner.compensate
 
     @classmethod
+    def observes(cls) -> bool:
+        """True when the class prunes and implements :meth:`observe` (else no step calls it)."""
+        return cls.prunes and cls.observe is not Pruner.observe
+
+    @classmethod
     def regrows(cls) -> bool:
         """True when the class implements :meth:`grow_scores`."""
         return cls.grow_scores is not Pruner.grow_scores
@@ -400,6 +407,9 @@ def validate_pruner_class(pruner_class: Any) -> None:
         raise TypeError(f"pruner '{pruner_class.name}' declares unknown granularities {sorted(unknown)}")
     if pruner_class.variant_of is not None and not isinstance(pruner_class.variant_of, str):
         raise TypeError(f"pruner '{pruner_class.name}' declares variant_of {pruner_class.variant_of!r}, not a pruner's name")
+    window = pruner_class.observe_epochs
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise TypeError(f"pruner '{pruner_class.name}' declares observe_epochs {window!r}; it must be None or a whole number of epochs, at least 1")
     if pruner_class.regrows() and "connections" not in pruner_class.granularities:
         raise TypeError(f"pruner '{pruner_class.name}' implements grow_scores, which only connections granularity uses")
 

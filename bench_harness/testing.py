@@ -188,6 +188,7 @@ def _run(pruner_class: type[Pruner], setting: _Setting, seed: int, resume_after:
     try:
         for epoch in range(1, 4):
             run.trainer.train_epoch(train)
+            run.trainer.epochs_done = epoch  # as fit_together counts them (which epochs observe depends on it)
             if epoch == resume_after:
                 run = _restored(pruner_class, setting, seed, schedule, where, run)
             plan = schedule.event_after(epoch)
@@ -211,11 +212,12 @@ def _run(pruner_class: type[Pruner], setting: _Setting, seed: int, resume_after:
 
 
 def _guard_observe(pruner: Pruner, model: torch.nn.Module, where: str) -> None:
-    """Wrap the instance's observe(): no host synchronisation (if capturable), no weight changes."""
+    """Wrap the instance's observe(): no host synchronisation (if capturable), no weight or gradient changes."""
     observe = pruner.observe
 
     def checked(step):
         before = [param.detach().clone() for param in model.parameters()]
+        gradients = [None if param.grad is None else param.grad.clone() for param in model.parameters()]
         if pruner.capturable:
             with _NoHostSync(pruner.name):
                 observe(step)
@@ -224,6 +226,11 @@ def _guard_observe(pruner: Pruner, model: torch.nn.Module, where: str) -> None:
         for param, old in zip(model.parameters(), before):
             if not torch.equal(param.detach(), old):
                 raise PrunerContractError(f"Pruner '{pruner.name}' changed a weight in observe() {where}; only compensate() may change weights.")
+        for param, old in zip(model.parameters(), gradients):
+            if old is not None and not torch.equal(param.grad, old):
+                raise PrunerContractError(
+                    f"Pruner '{pruner.name}' changed a gradient in observe() {where}; the optimizer steps with them, so observe() must only read them."
+                )
 
     pruner.observe = checked
 

@@ -321,7 +321,7 @@ def grid_estimate(check: Check, model: str) -> float:
     projection = speed["projection_seed_grid"]
     full = projection["grid"]
     share = (check.args.grid_epochs * check.sizes.grid_seeds) / (full["epochs"] * full["seeds"])
-    per_run_fixed = 1.0  # capture, test pass and the runner's latency and throughput timings
+    per_run_fixed = 1.5  # captures (a pruner that observes captures again after its last event), test pass, the runner's timings
     startup = 25.0  # interpreter, torch, CUDA context, data
     return projection["engine"]["total_seconds"] * share + full["pruners"] * check.sizes.grid_seeds * per_run_fixed + startup
 

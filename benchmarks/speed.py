@@ -349,10 +349,18 @@ def time_pruning_events(trainer, data: ResidentSplit, device: torch.device, coun
     return seconds
 
 
-def build_trainer(workload: Workload, cache: DataCache, device: torch.device, pruner: str, seed: int, args: argparse.Namespace):
-    """A Trainer exactly as ``bench run`` builds it (prepare_run), with the CUDA graph on a GPU."""
+def build_trainer(workload: Workload, cache: DataCache, device: torch.device, pruner: str, seed: int, args: argparse.Namespace,
+                  observe_every_epoch: bool = False):
+    """A Trainer exactly as ``bench run`` builds it (prepare_run), with the CUDA graph on a GPU.
+
+    ``observe_every_epoch``: a pruner that observes does so in every epoch trained here, whatever its
+    ``observe_epochs`` and the events of this short schedule; what observation costs per epoch is
+    what is measured, and how many epochs of a real run pay it is counted apart."""
     config = run_config(workload, pruner, seed, args.epochs + 1, args)
-    return prepare_run(config, registries(), cache, use_cuda_graph=device.type == "cuda").trainer
+    trainer = prepare_run(config, registries(), cache, use_cuda_graph=device.type == "cuda").trainer
+    if observe_every_epoch and trainer.pruner.observes():
+        trainer.observed_epochs = frozenset(range(1, config.epochs + 1))
+    return trainer
 
 
 def measure_engine(workload: Workload, cache: DataCache, device: torch.device, args: argparse.Namespace) -> dict:
@@ -406,10 +414,7 @@ def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, 
     trainers, memory = {}, {}
     for pruner in args.pruners:
         with MemoryMeter(device) as meter:
-            trainers[pruner] = build_trainer(workload, cache, device, pruner, args.seed, args)
-            # Every timed epoch observes, whatever the pruner's window: the per-epoch cost of
-            # observation is what is measured; how many epochs of a run pay it is counted apart.
-            trainers[pruner].observed_epochs = frozenset(range(1, args.epochs + 2)) if trainers[pruner].pruner.prunes else frozenset()
+            trainers[pruner] = build_trainer(workload, cache, device, pruner, args.seed, args, observe_every_epoch=True)
             trainers[pruner].train_epoch(train)  # warm-up (graph capture on a GPU)
         memory[pruner] = meter.figures()
     seconds = {pruner: [] for pruner in args.pruners}
@@ -435,8 +440,8 @@ def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, 
 
 def protocol_observed_epochs(pruner) -> int:
     """How many epochs of a seed-protocol run call the pruner's ``observe`` (45 of 50 by default:
-    none after the last event; fewer for a pruner with ``observe_epochs``)."""
-    if not pruner.prunes:
+    none after the last event; fewer for a pruner with ``observe_epochs``; none if it has no observe)."""
+    if not pruner.observes():
         return 0
     return len(PruningSchedule.for_run(PROTOCOL, regrows=pruner.regrows()).observed_epochs(pruner.observe_epochs))
 
@@ -474,7 +479,7 @@ def add_own_overheads(overheads: dict[str, dict]) -> None:
     """Each pruner's own share: its overhead less magnitude's, where magnitude was measured.
 
     The dense reference skips mask enforcement, so every pruned run pays for masking its gradients
-    and weights after each step; ``magnitude`` observes nothing, so its overhead is that masking
+    at each step; ``magnitude`` observes nothing, so its overhead is that masking
     (plus noise). What a criterion costs on top of it, its observation and its events, is the
     difference. Without ``magnitude`` in the measurement the share is left out (None).
     """
@@ -530,6 +535,7 @@ def project_engine(shape: GridShape, engine: dict, group: dict, overheads: dict[
     train = groups * shape.epochs * shape.train_images * group["group_epoch_seconds"] / engine["train_images"]
     evaluation = evaluation_seconds(shape, engine["eval_seconds"] / engine["test_images"])
     # A negative observation cost is timing noise, not a pruner that speeds training up: count it as zero.
+    # The extra is counted in every epoch, an upper bound (a run observes only up to its last event).
     pruning = shape.seeds * sum(
         shape.epochs * shape.train_images * max(0.0, row["observe_extra_seconds_per_image"]) + shape.events * (row["event_seconds"] or 0.0)
         for row in overheads.values()
@@ -598,7 +604,7 @@ def profile_epochs(workload: Workload, cache: DataCache, device: torch.device, p
     args.profile.mkdir(parents=True, exist_ok=True)
     profiles = {}
     for pruner in pruners:
-        trainer = build_trainer(workload, cache, device, pruner, args.seed, args)
+        trainer = build_trainer(workload, cache, device, pruner, args.seed, args, observe_every_epoch=True)
         trainer.train_epoch(train)
         with profile(activities=activities) as profiler:
             _, seconds = timed(device, lambda: trainer.train_epoch(train))

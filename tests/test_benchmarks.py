@@ -124,5 +124,5 @@ def test_speed_overhead_counts_the_masking_every_epoch_and_the_observation_only_
     assert speed.pruning_overhead(none, windowed, 100)["overhead_percent"] == pytest.approx(100 * (50 * 0.3 + 9 * 0.5) / 50)
     # Per image: a measurement on 100 images describes a protocol epoch of 1,000.
     assert speed.pruning_overhead(none, windowed, 1000, floor=magnitude)["overhead_percent"] == pytest.approx(100 * (50 * 1.0 + 9 * 2.0 + 9 * 0.5) / (50 * 10.0))
-    contribution = registries().pruners.get("contribution")
-    assert speed.protocol_observed_epochs(contribution) == 45 and speed.protocol_observed_epochs(registries().pruners.get("none")) == 0
+    observed = {name: speed.protocol_observed_epochs(registries().pruners.get(name)) for name in ("contribution", "contribution-last-epoch", "magnitude", "none")}
+    assert observed == {"contribution": 45, "contribution-last-epoch": 9, "magnitude": 0, "none": 0}

@@ -373,8 +373,7 @@ class _DenseGradientSpy(_GradientSpy):
 
 @pytest.mark.parametrize("spy, sees_pruned", [(_GradientSpy, False), (_DenseGradientSpy, True)])
 def test_observe_sees_masked_gradients_unless_the_pruner_wants_dense_ones(splits, spy, sees_pruned):
-    trainer = engine_trainer(splits, "magnitude", 2)
-    trainer.pruner = spy(trainer.pruner.context)
+    trainer = engine_trainer(splits, None, 2, pruner_class=spy)
     trainer.model.spy_masks = trainer.masks
     train, val = resident(splits)
     trainer.train_epoch(train)

@@ -136,3 +136,15 @@ def test_the_dense_reference_never_prunes():
 @pytest.mark.parametrize("name", registries().pruners.names())
 def test_every_builtin_keeps_the_pruner_contract(name):
     check_pruner(registries().pruners.get(name))
+
+
+@pytest.mark.parametrize("window", [0, -1, 1.5, True, "1"])
+def test_a_pruner_asking_for_an_impossible_observation_window_is_refused_at_registration(window):
+    from bench_harness.pruner import Pruner, validate_pruner_class
+
+    class Odd(Pruner):
+        name = "odd-window"
+        observe_epochs = window
+
+    with pytest.raises(TypeError, match="observe_epochs"):
+        validate_pruner_class(Odd)

@@ -33,6 +33,17 @@ class ChangesWeightsInObserve(MagnitudePruner):
             self.layers[0].weight.mul_(0.5)
 
 
+class ScalesDenseGradientsInObserve(MagnitudePruner):
+    """Dense gradients are the parameters' own .grad: scaling them in place changes what Adam steps with."""
+
+    name = "meddles-with-gradients"
+    wants_dense_gradients = True
+
+    def observe(self, step):
+        for gradient in step.dense_gradients.values():
+            gradient.mul_(100.0)
+
+
 class ChangesWeightsInScore(MagnitudePruner):
     name = "meddles-late"
 
@@ -137,6 +148,7 @@ class RebindsItsTensors(Pruner):
         (WrongShape, "expected shape"),
         (SyncsInObserve, "__bool__ in observe"),
         (ChangesWeightsInObserve, "changed a weight in observe"),
+        (ScalesDenseGradientsInObserve, "changed a gradient in observe"),
         (ChangesWeightsInScore, "score\\(\\) must not change state"),
         (ChangesWeightsAfterPrune, "changed by something other than compensate"),
         (NotDeterministic, "not deterministic"),
