@@ -255,27 +255,28 @@ class Trainer:
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
         # The dense reference never prunes, so its masks stay all ones: nothing to enforce.
-        if self.pruner.prunes and not self.observing:
+        # A pruner that wants dense gradients observes them where backward left them, before the
+        # masking (no copy: one pass over the weights fewer per step); any other sees them masked.
+        # (``observing`` is only ever true for a pruner that prunes.)
+        dense_first = self.observing and self.pruner.wants_dense_gradients
+        if dense_first:
+            self._observe(loss, labels.shape[0], watched)
+        if self.pruner.prunes:
             self.masks.apply_to_gradients()
-        elif self.pruner.prunes:
-            # A pruner that wants dense gradients observes them where backward left them, before the
-            # masking (no copy: one pass over the weights fewer per step); any other sees them masked.
-            dense = {layer.name: layer.weight.grad for layer in self.layers} if self.pruner.wants_dense_gradients else None
-            view = StepView(loss.detach(), labels.shape[0], self.taps.outputs, self.taps.inputs, dense)
-            guard = self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext()
-            if dense is not None:
-                with guard:
-                    self.pruner.observe(view)
-                self.masks.apply_to_gradients()
-            else:
-                self.masks.apply_to_gradients()
-                with guard:
-                    self.pruner.observe(view)
+        if self.observing and not dense_first:
+            self._observe(loss, labels.shape[0], watched)
         self.optimizer.step()
         # No weight masking here: a pruned weight is zero, and so are its gradient (masked above) and
         # its Adam moments (zeroed at the event), so Adam's step leaves it exactly zero. ``end_epoch``
         # enforces the masks once more anyway, before anything is evaluated.
         return loss.detach()
+
+    def _observe(self, loss: torch.Tensor, batch_size: int, watched: bool) -> None:
+        """The pruner's observation of this step (checked by the weight watch when ``watched``)."""
+        dense = {layer.name: layer.weight.grad for layer in self.layers} if self.pruner.wants_dense_gradients else None
+        view = StepView(loss.detach(), batch_size, self.taps.outputs, self.taps.inputs, dense)
+        with self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext():
+            self.pruner.observe(view)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, watched: bool = False) -> torch.Tensor:
         """One eager optimisation step on a batch already on the device (no host synchronisation
@@ -572,8 +573,9 @@ class StepGraph:
     The graph reads the batch's indices from a static ``[steps, batch]`` buffer at a device-side
     cursor that it advances itself, so a replay needs no host work at all. Masks, optimizer state and
     the pruner's statistics are updated in place between replays, so pruning never forces a
-    re-capture; switching the observation on or off (``Trainer.observing``) does. A graph holds raw pointers: this object and its trainer keep every tensor it touches
-    referenced for as long as it may be replayed.
+    re-capture; switching the observation on or off (``Trainer.observing``) does. A graph holds raw
+    pointers: this object and its trainer keep every tensor it touches referenced for as long as it
+    may be replayed.
     """
 
     WARMUP_STEPS = 3

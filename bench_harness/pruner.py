@@ -14,11 +14,12 @@ optional capabilities let a method do more than rank, still on equal terms with 
 
 Between events a pruner may watch the training steps through :meth:`Pruner.observe` (every step of
 the epochs whose statistics an event reads: see ``Pruner.observe_epochs``). That method runs inside
-the training step, which on a GPU is captured and replayed as a CUDA graph, so it must
-be pure tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values,
-no new tensors kept across steps, no reference to the step view's tensors kept past the call, and
-no change to a weight or a gradient (the optimizer steps with them). ``bench_harness.statistics`` holds accumulators built for this,
-and ``bench_harness.testing.check_pruner`` checks a pruner against the whole contract.
+the training step, which on a GPU is captured and replayed as a CUDA graph, so it must be pure
+tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values, no new
+tensors kept across steps, no reference to the step view's tensors kept past the call, and no
+change to a weight or a gradient (the optimizer steps with them). ``bench_harness.statistics``
+holds accumulators built for this, and ``bench_harness.testing.check_pruner`` checks a pruner
+against the whole contract.
 """
 
 from __future__ import annotations

@@ -464,7 +464,7 @@ def pruning_overhead(baseline: dict, measured: dict, protocol_train_images: int,
     protocol_epoch = baseline["epoch_seconds"] * scale
     protocol_extra = measured["observe_extra_epoch_seconds"] * scale
     masking = protocol_extra if floor is None else min(protocol_extra, floor["observe_extra_epoch_seconds"] * scale)
-    observed = PROTOCOL.epochs if floor is None else measured.get("observed_epochs", PROTOCOL.epochs)
+    observed = PROTOCOL.epochs if floor is None else measured["observed_epochs"]
     event = measured["event_seconds"] or 0.0
     spent = PROTOCOL.epochs * masking + observed * (protocol_extra - masking) + PROTOCOL_EVENTS * event
     percent = 100.0 * spent / (PROTOCOL.epochs * protocol_epoch)
