@@ -10,6 +10,7 @@ what lets the GPU path capture it as a CUDA graph.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 import warnings
@@ -245,31 +246,37 @@ class Trainer:
         """Run the block on this run's stream (a no-op on the CPU)."""
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
-    def update(self, images: torch.Tensor, labels: torch.Tensor, watched: bool = False) -> torch.Tensor:
+    def update(self, images: torch.Tensor, labels: torch.Tensor, observe: bool = False, watched: bool = False) -> torch.Tensor:
         """Forward, backward, masking, observation and optimizer step on a device batch; returns the loss.
 
         Gradients are expected zeroed (or absent) on entry: the caller owns that, because a captured
-        graph and an eager step zero them differently. ``watched`` (eager steps only: the check
-        synchronises) checks that ``observe`` leaves the weights and gradients alone.
+        graph and an eager step zero them differently. ``observe``: whether this step calls the
+        pruner's ``observe`` (see :meth:`observes_step`; only ever true for a pruner that prunes).
+        ``watched`` (eager steps only: the check synchronises) checks that ``observe`` leaves the
+        weights and gradients alone.
         """
         loss = F.cross_entropy(self.model(self.normaliser(images)), labels)
         loss.backward()
         # The dense reference never prunes, so its masks stay all ones: nothing to enforce.
         # A pruner that wants dense gradients observes them where backward left them, before the
         # masking (no copy: one pass over the weights fewer per step); any other sees them masked.
-        # (``observing`` is only ever true for a pruner that prunes.)
-        dense_first = self.observing and self.pruner.wants_dense_gradients
+        dense_first = observe and self.pruner.wants_dense_gradients
         if dense_first:
             self._observe(loss, labels.shape[0], watched)
         if self.pruner.prunes:
             self.masks.apply_to_gradients()
-        if self.observing and not dense_first:
+        if observe and not dense_first:
             self._observe(loss, labels.shape[0], watched)
         self.optimizer.step()
         # No weight masking here: a pruned weight is zero, and so are its gradient (masked above) and
         # its Adam moments (zeroed at the event), so Adam's step leaves it exactly zero. ``end_epoch``
         # enforces the masks once more anyway, before anything is evaluated.
         return loss.detach()
+
+    def observes_step(self, index: int) -> bool:
+        """Whether step ``index`` (0-based, within the current epoch) calls the pruner's ``observe``:
+        in an observed epoch, every ``observe_every``-th step, starting with the first."""
+        return self.observing and index % self.pruner.observe_every == 0
 
     def _observe(self, loss: torch.Tensor, batch_size: int, watched: bool) -> None:
         """The pruner's observation of this step (checked by the weight watch when ``watched``)."""
@@ -278,11 +285,11 @@ class Trainer:
         with self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext():
             self.pruner.observe(view)
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, watched: bool = False) -> torch.Tensor:
+    def step(self, images: torch.Tensor, labels: torch.Tensor, observe: bool = False, watched: bool = False) -> torch.Tensor:
         """One eager optimisation step on a batch already on the device (no host synchronisation
         unless ``watched``)."""
         self.optimizer.zero_grad(set_to_none=False)
-        return self.update(images, labels, watched)
+        return self.update(images, labels, observe, watched)
 
     def steps_per_epoch(self, data: ResidentSplit) -> int:
         """Batches per epoch; the last may be smaller (nothing is dropped, as with a DataLoader)."""
@@ -314,8 +321,9 @@ class Trainer:
         with self.stream_context():
             data, index = self._data, self._steps_done
             full_batches = len(data) // self.batch_size
+            observe = self.observes_step(index)
             if self.graph is not None and index < full_batches:
-                self.graph.replay()
+                self.graph.replay(observe)
             else:
                 start, stop = index * self.batch_size, (index + 1) * self.batch_size
                 batch = self._order[start:stop]
@@ -324,7 +332,7 @@ class Trainer:
                     images = self.augmenter(images, self._draw.slice(start, stop))
                 # The epoch's first and last steps are the ones the weight watch checks (when eager).
                 watched = index == 0 or index == self.steps_per_epoch(data) - 1
-                self._loss_sum += self.step(images, data.labels[batch], watched)
+                self._loss_sum += self.step(images, data.labels[batch], observe, watched)
                 if self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches:
                     self._capture(data, index + 1)
             self._steps_done += 1
@@ -573,9 +581,11 @@ class StepGraph:
     The graph reads the batch's indices from a static ``[steps, batch]`` buffer at a device-side
     cursor that it advances itself, so a replay needs no host work at all. Masks, optimizer state and
     the pruner's statistics are updated in place between replays, so pruning never forces a
-    re-capture; switching the observation on or off (``Trainer.observing``) does. A graph holds raw
-    pointers: this object and its trainer keep every tensor it touches referenced for as long as it
-    may be replayed.
+    re-capture; switching the observation on or off (``Trainer.observing``) does. A pruner that
+    observes every N-th step only (``Pruner.observe_every``) gets two graphs of the step, with and
+    without ``observe``, sharing the batch buffers and the cursor; each replay picks one. A graph holds
+    raw pointers: this object and its trainer keep every tensor it touches referenced for as long as
+    it may be replayed.
     """
 
     WARMUP_STEPS = 3
@@ -598,19 +608,24 @@ class StepGraph:
         self.cursor = torch.zeros((), dtype=torch.long, device=device)
         self.loss_sum = loss_sum
         self.load_epoch(order, draw, start_step=next_step)
-        # Gradients must be born inside the capture, from the graph's private memory pool.
-        trainer.optimizer.zero_grad(set_to_none=True)
-        self.graph = self._record(trainer, lambda: self._step(trainer))
+        # One graph per observation flag the epoch's steps need (two when every N-th step observes).
+        flags = {trainer.observes_step(index) for index in range(min(self.full_batches, trainer.pruner.observe_every))}
+        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        for observe in sorted(flags, reverse=True):
+            # Gradients must be born inside the capture, from the graph's private memory pool; each
+            # graph writes its own (the last one captured is what ``.grad`` holds for eager steps).
+            trainer.optimizer.zero_grad(set_to_none=True)
+            self.graphs[observe] = self._record(trainer, functools.partial(self._step, trainer, observe=observe))
         # Capture records without executing: the first replay performs step `next_step` for real.
 
-    def _step(self, trainer: Trainer) -> None:
+    def _step(self, trainer: Trainer, observe: bool) -> None:
         """The captured work: the batch at the cursor, one full training step, the cursor moved on."""
         row = self.cursor.view(1)
         index = self.order.index_select(0, row).view(-1)
         images = self.data.images.index_select(0, index)
         if self.draw is not None:
             images = trainer.augmenter(images, AugmentationDraw(*(t.index_select(0, row).view(-1) for t in self._draw_tensors())))
-        loss = trainer.update(images, self.data.labels.index_select(0, index))
+        loss = trainer.update(images, self.data.labels.index_select(0, index), observe)
         self.loss_sum.add_(loss)
         self.cursor.add_(1)
 
@@ -634,6 +649,6 @@ class StepGraph:
                 static.copy_(fresh[:used].view(self.full_batches, self.batch_size))
         self.cursor.fill_(start_step)
 
-    def replay(self) -> None:
-        """One training step."""
-        self.graph.replay()
+    def replay(self, observe: bool = False) -> None:
+        """One training step, with or without the pruner's observation."""
+        self.graphs[observe].replay()

@@ -13,7 +13,8 @@ optional capabilities let a method do more than rank, still on equal terms with 
 * the step view's layer inputs (``wants_inputs``) and dense gradients (``wants_dense_gradients``).
 
 Between events a pruner may watch the training steps through :meth:`Pruner.observe` (every step of
-the epochs whose statistics an event reads: see ``Pruner.observe_epochs``). That method runs inside
+the epochs whose statistics an event reads, or every N-th: see ``Pruner.observe_epochs`` and
+``Pruner.observe_every``). That method runs inside
 the training step, which on a GPU is captured and replayed as a CUDA graph, so it must be pure
 tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values, no new
 tensors kept across steps, no reference to the step view's tensors kept past the call, and no
@@ -195,6 +196,10 @@ class Pruner:
     """How many epochs of statistics an event needs: ``observe`` runs only in the last
     ``observe_epochs`` epochs before each event (None: every epoch since the previous event). It
     never runs after the last event, whose statistics nothing would read."""
+    observe_every: ClassVar[int] = 1
+    """Observe every N-th training step only: the steps 0, N, 2N, ... of each observed epoch. The
+    statistics then come from a regular sample of the same epochs, at 1/N of the observation's
+    per-step cost (1: every step)."""
     wants_dense_gradients: ClassVar[bool] = False
     """True to receive the unmasked weight gradients in ``StepView.dense_gradients`` (``observe`` then
     runs before the gradient masking, and sees every ``.grad`` unmasked)."""
@@ -411,6 +416,9 @@ def validate_pruner_class(pruner_class: Any) -> None:
     window = pruner_class.observe_epochs
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
         raise TypeError(f"pruner '{pruner_class.name}' declares observe_epochs {window!r}; it must be None or a whole number of epochs, at least 1")
+    every = pruner_class.observe_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise TypeError(f"pruner '{pruner_class.name}' declares observe_every {every!r}; it must be a whole number of steps, at least 1")
     if pruner_class.regrows() and "connections" not in pruner_class.granularities:
         raise TypeError(f"pruner '{pruner_class.name}' implements grow_scores, which only connections granularity uses")
 

@@ -179,8 +179,8 @@ def ragged_splits():
     return split_validation(make_synthetic(num_train=630, num_test=100), 100)
 
 
-def graph_trainer(splits, pruner_name, seed, augment):
-    trainer = engine_trainer(splits, pruner_name, seed, augment)
+def graph_trainer(splits, pruner_name, seed, augment, pruner_class=None):
+    trainer = engine_trainer(splits, pruner_name, seed, augment, pruner_class=pruner_class)
     trainer.wants_graph = True  # what a CUDA device would set
     return trainer
 
@@ -406,6 +406,50 @@ def test_observe_runs_only_in_the_epochs_whose_statistics_an_event_reads(splits,
     assert set(trainer.pruner.steps) == observed
     assert set(trainer.pruner.steps.values()) == {trainer.steps_per_epoch(resident(splits)[0])}
     assert [report.epoch for report in outcome.history if report.event is not None] == [2, 5]
+
+
+class _StepIndexes(registries().pruners.get("magnitude")):
+    """Records the index (within its epoch) of every step it observes."""
+
+    def observe(self, step):
+        self.steps.setdefault(self.trainer.epochs_done + 1, []).append(self.trainer._steps_done)
+
+
+@pytest.mark.parametrize("every", [1, 3, 4])
+def test_a_pruner_observing_every_n_th_step_sees_the_steps_0_n_2n_of_each_observed_epoch(splits, every):
+    class Sampler(_StepIndexes):
+        observe_every = every
+
+    trainer = engine_trainer(splits, None, 1, pruner_class=Sampler)
+    trainer.pruner.trainer, trainer.pruner.steps = trainer, {}
+    trainer.fit(*resident(splits))
+    steps = trainer.steps_per_epoch(resident(splits)[0])
+    assert set(trainer.pruner.steps) == set(trainer.observed_epochs) == {1, 2}  # the one event follows epoch 2
+    assert all(indexes == list(range(0, steps, every)) for indexes in trainer.pruner.steps.values())
+
+
+class _EveryOtherStep(registries().pruners.get("contribution")):
+    name = "contribution-every-other-step"
+    observe_every = 2
+
+
+def test_a_pruner_observing_every_other_step_replays_two_graphs_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
+    # Epochs 1-2 observe (the event follows epoch 2): one graph with observe and one without, both
+    # replayed in turn; epochs 3-4 observe nothing, so one graph without observe is captured then.
+    captured = []
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(lambda trainer, step: captured.append(step.keywords["observe"]) or ReplayedStep(trainer, step)))
+    eager = engine_trainer(ragged_splits, None, 4, pruner_class=_EveryOtherStep)
+    graphed = graph_trainer(ragged_splits, None, 4, False, pruner_class=_EveryOtherStep)
+    calls = []
+    observe = graphed.pruner.observe
+    graphed.pruner.observe = lambda step: calls.append(graphed.epochs_done + 1) or observe(step)
+    fit_together([eager, graphed], *resident(ragged_splits))
+    assert captured == [True, False, False] and graphed.engine == "cuda-graph"
+    steps = graphed.steps_per_epoch(resident(ragged_splits)[0])  # 10 full batches and a partial one
+    assert calls.count(1) == calls.count(2) == len(range(0, steps, 2)) and set(calls) == {1, 2}
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
+        assert torch.equal(a, b)
+    assert [r.train_loss for r in eager.outcome.history] == [r.train_loss for r in graphed.outcome.history]
 
 
 def test_switching_the_observation_off_recaptures_the_step_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
