@@ -6,7 +6,7 @@ results store, the leaderboard and the CLI. Built-in pruners live in the separat
 `bench_harness_plugins` and arrive through the same entry points as any third-party plugin.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.2.0"
 
 from bench_harness.hookspecs import hookimpl  # noqa: E402  (re-exported for plugin authors)
 

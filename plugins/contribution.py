@@ -1,7 +1,7 @@
 """``contribution``: our method. Every connection's contribution to the training loss is estimated in
 loss units during training, both ways: what removing a live connection would cost, and what growing
 a pruned one back would gain. The drop and the regrowth of a pruning event use the same two moments
-of the gradient, so one set of running statistics (two fused kernels per observed step) serves both.
+of the gradient, so one set of running statistics (two fused kernels per step) serves both.
 
 With g the minibatch gradient of a weight w (the *dense* gradient: pruned positions included), E[g]
 its mean over the steps since the last event and F = E[B·g²] − (E[B]−1)·E[g]² its per-sample second
@@ -27,11 +27,6 @@ What it builds on: OBD's saliency with the empirical Fisher standing in for the 
 cosine decay, and the gain ΔL⁺ that sparse momentum and RigL approximate by gradient size. What is
 new is estimating both directions of the swap in the same units from the same two running moments.
 
-The moments are taken on every third training step (``observe_every = 3``): a regular sample of
-the same epochs, at a third of the per-step cost. Chosen on the validation split of Fashion-MNIST
-(20 paired runs: every third step +0.08 pp against every step, every fourth −0.16 pp, the last
-epoch only −0.18 pp); ``contribution-every-step`` keeps every step.
-
 Memory: two floats per weight and per bias (E[g] and E[B·g²]), as for ``obd-fisher``: the dense
 gradients are read where backward leaves them, before the harness masks them.
 """
@@ -55,8 +50,6 @@ class ContributionPruner(OBDFisherPruner):
     """So ``observe`` (``obd-fisher``'s) runs before the harness masks the gradients: E[g] and F then
     cover pruned positions too, for the regrowth gain. A pruned weight or bias is zero, so its
     statistics never reach a drop score."""
-    observe_every = 3
-    """The moments are means over every third step since the last event (chosen on validation)."""
 
     def grow_scores(self, layer: PrunableLayer) -> torch.Tensor:
         """E[g]² / (2·(F + 1%·mean F)): the loss decrease the position would buy if grown back."""
@@ -103,23 +96,13 @@ class GrowGradientVariant(ContributionPruner):
         return self._moments(f"{layer.name}.weight")[0].abs()
 
 
-class EveryStepVariant(ContributionPruner):
-    """Cost variant: the same scores from the statistics of every step (``contribution`` up to 0.2.0)."""
-
-    name = "contribution-every-step"
-    description = "Cost variant of contribution: statistics from every training step, not every third."
-    variant_of = "contribution"
-    observe_every = 1
-
-
 class LastEpochVariant(ContributionPruner):
-    """Cost variant: the same scores from every step of the last epoch before each event only."""
+    """Cost variant: the same scores from the statistics of the last epoch before each event only."""
 
     name = "contribution-last-epoch"
-    description = "Cost variant of contribution: statistics from every step of the last epoch before each event only."
+    description = "Cost variant of contribution: statistics from the last epoch before each event only."
     variant_of = "contribution"
     observe_epochs = 1
-    observe_every = 1
 
 
 @hookimpl
@@ -128,5 +111,4 @@ def register_pruners(register):
     register(ContributionPruner)
     register(TaylorDropVariant)
     register(GrowGradientVariant)
-    register(EveryStepVariant)
     register(LastEpochVariant)

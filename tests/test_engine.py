@@ -455,9 +455,8 @@ def test_a_pruner_observing_every_other_step_replays_two_graphs_and_trains_as_ea
 def test_switching_the_observation_off_recaptures_the_step_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
     # The event follows epoch 2 of 4: the graph of epochs 1-2 holds observe, epochs 3-4 need one without.
     captured = []
-    monkeypatch.setattr(StepGraph, "_record", staticmethod(lambda trainer, step: captured.append(step.keywords["observe"]) or ReplayedStep(trainer, step)))
-    eager = engine_trainer(ragged_splits, "contribution-every-step", 4)
-    graphed = graph_trainer(ragged_splits, "contribution-every-step", 4, False)
+    monkeypatch.setattr(StepGraph, "_record", staticmethod(lambda trainer, step: captured.append(trainer.observing) or ReplayedStep(trainer, step)))
+    eager, graphed = engine_trainer(ragged_splits, "contribution", 4), graph_trainer(ragged_splits, "contribution", 4, False)
     fit_together([eager, graphed], *resident(ragged_splits))
     assert captured == [True, False] and graphed.engine == "cuda-graph"
     for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
