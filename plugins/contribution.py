@@ -105,6 +105,24 @@ class LastEpochVariant(ContributionPruner):
     observe_epochs = 1
 
 
+class EveryThirdStepVariant(ContributionPruner):
+    """Cost variant: the same scores from every third step's statistics (``observe_every = 3``)."""
+
+    name = "contribution-stride3"
+    description = "Cost variant of contribution: statistics from every third training step only."
+    variant_of = "contribution"
+    observe_every = 3
+
+
+class EveryFourthStepVariant(ContributionPruner):
+    """Cost variant: the same scores from every fourth step's statistics (``observe_every = 4``)."""
+
+    name = "contribution-stride4"
+    description = "Cost variant of contribution: statistics from every fourth training step only."
+    variant_of = "contribution"
+    observe_every = 4
+
+
 @hookimpl
 def register_pruners(register):
     """Register our method and its ablation and cost variants."""
@@ -112,3 +130,5 @@ def register_pruners(register):
     register(TaylorDropVariant)
     register(GrowGradientVariant)
     register(LastEpochVariant)
+    register(EveryThirdStepVariant)
+    register(EveryFourthStepVariant)
