@@ -583,7 +583,8 @@ class StepGraph:
     the pruner's statistics are updated in place between replays, so pruning never forces a
     re-capture; switching the observation on or off (``Trainer.observing``) does. A pruner that
     observes every N-th step only (``Pruner.observe_every``) gets two graphs of the step, with and
-    without ``observe``, sharing the batch buffers and the cursor; each replay picks one. A graph holds
+    without ``observe``, sharing the batch buffers, the cursor and the gradients; each replay
+    picks one. A graph holds
     raw pointers: this object and its trainer keep every tensor it touches referenced for as long as
     it may be replayed.
     """
@@ -611,15 +612,21 @@ class StepGraph:
         # One graph per observation flag the epoch's steps need (two when every N-th step observes).
         flags = {trainer.observes_step(index) for index in range(min(self.full_batches, trainer.pruner.observe_every))}
         self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
-        for observe in sorted(flags, reverse=True):
-            # Gradients must be born inside the capture, from the graph's private memory pool; each
-            # graph writes its own (the last one captured is what ``.grad`` holds for eager steps).
-            trainer.optimizer.zero_grad(set_to_none=True)
-            self.graphs[observe] = self._record(trainer, functools.partial(self._step, trainer, observe=observe))
+        # Gradients must be born inside the first capture, from its private memory pool. A second
+        # graph zeroes and reuses them rather than making its own, so whichever graph ran last,
+        # ``.grad`` holds that step's gradients (eager steps and events read the same tensors).
+        trainer.optimizer.zero_grad(set_to_none=True)
+        for number, observe in enumerate(sorted(flags, reverse=True)):
+            self.graphs[observe] = self._record(trainer, functools.partial(self._step, trainer, observe=observe, zero_grads=number > 0))
         # Capture records without executing: the first replay performs step `next_step` for real.
 
-    def _step(self, trainer: Trainer, observe: bool) -> None:
-        """The captured work: the batch at the cursor, one full training step, the cursor moved on."""
+    def _step(self, trainer: Trainer, observe: bool, zero_grads: bool = False) -> None:
+        """The captured work: the batch at the cursor, one full training step, the cursor moved on.
+
+        ``zero_grads``: zero the existing gradients first (a graph captured after another one, whose
+        backward then adds into the first graph's gradients instead of allocating its own)."""
+        if zero_grads:
+            trainer.optimizer.zero_grad(set_to_none=False)
         row = self.cursor.view(1)
         index = self.order.index_select(0, row).view(-1)
         images = self.data.images.index_select(0, index)
