@@ -583,10 +583,9 @@ class StepGraph:
     the pruner's statistics are updated in place between replays, so pruning never forces a
     re-capture; switching the observation on or off (``Trainer.observing``) does. A pruner that
     observes every N-th step only (``Pruner.observe_every``) gets two graphs of the step, with and
-    without ``observe``, sharing the batch buffers, the cursor and the gradients; each replay
-    picks one. A graph holds
-    raw pointers: this object and its trainer keep every tensor it touches referenced for as long as
-    it may be replayed.
+    without ``observe``, sharing the batch buffers, the cursor and the gradients; each replay picks
+    one. A graph holds raw pointers: this object and its trainer keep every tensor it touches
+    referenced for as long as it may be replayed.
     """
 
     WARMUP_STEPS = 3

@@ -428,25 +428,20 @@ def test_a_pruner_observing_every_n_th_step_sees_the_steps_0_n_2n_of_each_observ
     assert all(indexes == list(range(0, steps, every)) for indexes in trainer.pruner.steps.values())
 
 
-class _EveryOtherStep(registries().pruners.get("contribution")):
-    name = "contribution-every-other-step"
-    observe_every = 2
-
-
-def test_a_pruner_observing_every_other_step_replays_two_graphs_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
+def test_a_pruner_observing_every_third_step_replays_two_graphs_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
     # Epochs 1-2 observe (the event follows epoch 2): one graph with observe and one without, both
     # replayed in turn; epochs 3-4 observe nothing, so one graph without observe is captured then.
     captured = []
     monkeypatch.setattr(StepGraph, "_record", staticmethod(lambda trainer, step: captured.append(step.keywords["observe"]) or ReplayedStep(trainer, step)))
-    eager = engine_trainer(ragged_splits, None, 4, pruner_class=_EveryOtherStep)
-    graphed = graph_trainer(ragged_splits, None, 4, False, pruner_class=_EveryOtherStep)
+    eager = engine_trainer(ragged_splits, "contribution-stride3", 4)
+    graphed = graph_trainer(ragged_splits, "contribution-stride3", 4, False)
     calls = []
     observe = graphed.pruner.observe
     graphed.pruner.observe = lambda step: calls.append(graphed.epochs_done + 1) or observe(step)
     fit_together([eager, graphed], *resident(ragged_splits))
     assert captured == [True, False, False] and graphed.engine == "cuda-graph"
     steps = graphed.steps_per_epoch(resident(ragged_splits)[0])  # 10 full batches and a partial one
-    assert calls.count(1) == calls.count(2) == len(range(0, steps, 2)) and set(calls) == {1, 2}
+    assert calls.count(1) == calls.count(2) == len(range(0, steps, 3)) and set(calls) == {1, 2}
     for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
         assert torch.equal(a, b)
     assert [r.train_loss for r in eager.outcome.history] == [r.train_loss for r in graphed.outcome.history]

@@ -82,20 +82,6 @@ def test_every_builtin_pruner_is_captured_and_replays_what_eager_steps_compute(s
     )
 
 
-class _EveryOtherStep(registries().pruners.get("contribution")):
-    name = "contribution-every-other-step"
-    observe_every = 2
-
-
-def test_a_pruner_observing_every_other_step_alternates_two_graphs_and_replays_what_eager_steps_compute(splits):
-    eager = cuda_trainer(splits, _EveryOtherStep, 5, use_graph=False)
-    graphed = cuda_trainer(splits, _EveryOtherStep, 5, use_graph=True)
-    outcomes = fit_together([eager, graphed], *on_gpu(splits))
-    assert [outcome.error for outcome in outcomes] == [None, None]
-    assert graphed.engine == "cuda-graph", graphed.graph_error
-    assert_same_run(eager, graphed)
-
-
 def test_runs_sharing_the_gpu_are_what_they_are_alone(splits):
     settings = (("taylor", 0), ("contribution", 1), ("magnitude", 2))
     alone = []
