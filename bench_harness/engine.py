@@ -26,8 +26,9 @@ from bench_harness.device import is_device_failure, synchronise  # noqa: F401 - 
 from bench_harness.errors import CONTAINED, STOPS_THE_GRID, DeviceFailure
 from bench_harness.event import Evaluation, EventEntry, run_event
 from bench_harness.masks import MaskSet
-from bench_harness.pruner import PrunableLayer, Pruner, StepView
+from bench_harness.pruner import PrunableLayer, Pruner, StepView, layer_parameters
 from bench_harness.schedule import EventPlan, PruningSchedule
+from bench_harness.statistics import flat_gradients
 from bench_harness.watch import WeightWatch
 
 EVAL_BATCH_SIZE = 4096
@@ -201,6 +202,9 @@ class Trainer:
         self._draw: AugmentationDraw | None = None
         self.optimizer = optimizer
         self.layers = layers
+        self.gradients = flat_gradients([param for _, param in layer_parameters(layers)])
+        """The prunable layers' gradients as one flat buffer (their ``.grad`` are views of it; see
+        ``StepView.gradients``), or None once a CUDA-graph capture has given them its own memory."""
         self.masks = masks
         self.pruner = pruner
         self.schedule = schedule
@@ -281,7 +285,7 @@ class Trainer:
     def _observe(self, loss: torch.Tensor, batch_size: int, watched: bool) -> None:
         """The pruner's observation of this step (checked by the weight watch when ``watched``)."""
         dense = {layer.name: layer.weight.grad for layer in self.layers} if self.pruner.wants_dense_gradients else None
-        view = StepView(loss.detach(), batch_size, self.taps.outputs, self.taps.inputs, dense)
+        view = StepView(loss.detach(), batch_size, self.taps.outputs, self.taps.inputs, dense, self.gradients)
         with self.watch.guard("observe", gradients=True) if watched else contextlib.nullcontext():
             self.pruner.observe(view)
 
@@ -615,6 +619,7 @@ class StepGraph:
         # graph zeroes and reuses them rather than making its own, so whichever graph ran last,
         # ``.grad`` holds that step's gradients (eager steps and events read the same tensors).
         trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.gradients = None
         for number, observe in enumerate(sorted(flags, reverse=True)):
             self.graphs[observe] = self._record(trainer, functools.partial(self._step, trainer, observe=observe, zero_grads=number > 0))
         # Capture records without executing: the first replay performs step `next_step` for real.

@@ -118,6 +118,17 @@ def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
     return layers
 
 
+def layer_parameters(layers: list[PrunableLayer]) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every layer's weight, then its bias if it has one, in layer order
+    (names like ``fc1.weight``). ``StepView.gradients`` lays their gradients end to end in this order."""
+    named = []
+    for layer in layers:
+        named.append((f"{layer.name}.weight", layer.weight))
+        if layer.bias is not None:
+            named.append((f"{layer.name}.bias", layer.bias))
+    return named
+
+
 @dataclass
 class PruningContext:
     """What a pruner is given when a run starts."""
@@ -155,6 +166,15 @@ class StepView:
     ``wants_dense_gradients``. These are the parameters' own ``.grad`` tensors: for such a pruner,
     ``observe`` runs before the harness masks the gradients, so every parameter's ``.grad``
     (biases included) is unmasked during the call. Read-only, valid during the call."""
+    gradients: torch.Tensor | None = None
+    """The same gradients as the parameters' ``.grad`` (masked, or dense for a pruner with
+    ``wants_dense_gradients``) as one flat tensor: every prunable layer's weight, then bias, end to
+    end in the order of :func:`layer_parameters`. It is the memory the ``.grad`` tensors are views
+    of, so a :class:`RunningMeans` built on ``[p for _, p in layer_parameters(context.layers)]``
+    adds it in one kernel instead of one per tensor. None where the engine does not keep the
+    gradients in one buffer (a step captured as a CUDA graph, whose gradients the capture allocates;
+    parameters of different dtypes): a pruner then reads the ``.grad`` tensors. Read-only, valid
+    during the call."""
 
 
 @dataclass

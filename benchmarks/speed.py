@@ -403,25 +403,51 @@ def measure_concurrency(workload: Workload, cache: DataCache, device: torch.devi
     }
 
 
+class ObserveTimer:
+    """Wall-clock spent inside a pruner's ``observe`` (installed in its place on the instance).
+
+    A direct measure of the observation, free of the noise of a difference between two epochs'
+    times; only on the CPU, where every step is eager and a call to ``observe`` is its work (a
+    replayed CUDA graph runs the observation without calling the method)."""
+
+    def __init__(self, pruner) -> None:
+        self.seconds, self.calls = 0.0, 0
+        self._observe = pruner.observe
+        pruner.observe = self
+
+    def __call__(self, step) -> None:
+        start = time.perf_counter()
+        self._observe(step)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+
+
 def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, args: argparse.Namespace) -> dict[str, dict]:
     """Every built-in pruner's epoch and event times, against a dense run timed in the same rounds.
 
     All five runs are built and warmed up first; then each timed round trains one epoch of each, in
     alternating order, so a slow spell of the machine (another job, clock changes) hits the dense
-    baseline and the pruner alike instead of masquerading as pruning overhead.
+    baseline and the pruner alike instead of masquerading as pruning overhead. On the CPU the time
+    inside ``observe`` is also taken directly (:class:`ObserveTimer`).
     """
     train, _, _, _ = cache.get(workload.dataset, 0)
-    trainers, memory = {}, {}
+    trainers, memory, timers = {}, {}, {}
     for pruner in args.pruners:
         with MemoryMeter(device) as meter:
             trainers[pruner] = build_trainer(workload, cache, device, pruner, args.seed, args, observe_every_epoch=True)
+            if device.type == "cpu" and trainers[pruner].pruner.observes():
+                timers[pruner] = ObserveTimer(trainers[pruner].pruner)
             trainers[pruner].train_epoch(train)  # warm-up (graph capture on a GPU)
         memory[pruner] = meter.figures()
     seconds = {pruner: [] for pruner in args.pruners}
+    observing = {pruner: [] for pruner in timers}
     for round_index in range(args.epochs):
         order = args.pruners if round_index % 2 == 0 else args.pruners[::-1]
         for pruner in order:
+            before = timers[pruner].seconds if pruner in timers else 0.0
             seconds[pruner].append(timed(device, lambda: trainers[pruner].train_epoch(train))[1])
+            if pruner in timers:
+                observing[pruner].append(timers[pruner].seconds - before)
     rows = {}
     for pruner, trainer in trainers.items():
         events = time_pruning_events(trainer, train, device, args.prune_events) if trainer.pruner.prunes else []
@@ -430,6 +456,8 @@ def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, 
             "epoch_seconds": mean_or_none(seconds[pruner]), "epoch_seconds_each": seconds[pruner],
             # Paired with the dense epoch of the same round; the median resists one disturbed round.
             "observe_extra_epoch_seconds": statistics.median(a - b for a, b in zip(seconds[pruner], seconds["none"])),
+            # Measured inside observe (CPU only; 0 for a pruner that does not observe, None on a GPU).
+            "observe_call_epoch_seconds": statistics.median(observing[pruner]) if pruner in timers else (0.0 if device.type == "cpu" else None),
             # The median, because the first event in a process also pays one-off costs (lazy kernel loads).
             "event_seconds": statistics.median(events) if events else None, "event_seconds_each": events,
             "observed_epochs": protocol_observed_epochs(trainer.pruner),
@@ -486,6 +514,24 @@ def add_own_overheads(overheads: dict[str, dict]) -> None:
     floor = overheads.get("magnitude")
     for pruner, row in overheads.items():
         row["own_overhead_percent"] = None if floor is None else row["overhead_percent"] - floor["overhead_percent"]
+        row["own_direct_percent"] = None if floor is None else own_direct_percent(row, floor)
+
+
+def own_direct_percent(row: dict, floor: dict) -> float | None:
+    """The pruner's own cost from direct timings, as a share of a seed-protocol run's training time:
+
+    (E x seconds inside observe per epoch + 9 x (event seconds - magnitude's)) / (50 x dense epoch)
+
+    The observation is timed inside the calls (:class:`ObserveTimer`), so it carries none of the
+    scatter of a difference between two epochs' times; what it leaves out is any slowdown the
+    observation causes in the rest of the step (caches it evicts). None without a direct timing."""
+    observe = row.get("observe_call_epoch_seconds")
+    if observe is None:
+        return None
+    scale = row["protocol_train_images"] / row["train_images"]
+    events = PROTOCOL_EVENTS * max(0.0, (row["event_seconds"] or 0.0) - (floor["event_seconds"] or 0.0))
+    spent = row["observed_epochs"] * observe * scale + events
+    return 100.0 * spent / (PROTOCOL.epochs * row["protocol_none_epoch_seconds"])
 
 
 # --- projection of the seed grid ------------------------------------------------------------------
@@ -720,18 +766,20 @@ def pruning_table(results: dict) -> str:
     rows = []
     for model, figures in results.items():
         baseline = figures["pruning_baseline"]
-        rows.append([model, "none", baseline["engine"], seconds_text(baseline["epoch_seconds"]), "(baseline)", "-", "-", "-", "", "-", memory_text(baseline["peak_memory_mb"])])
+        rows.append([model, "none", baseline["engine"], seconds_text(baseline["epoch_seconds"]), "(baseline)", "-", "-", "-", "", "-", "-", "-", memory_text(baseline["peak_memory_mb"])])
         for pruner, row in figures["pruning"].items():
             rows.append([
                 model, pruner, row["engine"], seconds_text(row["epoch_seconds"]), f"{row['observe_extra_epoch_seconds']:+.3f}",
                 str(row.get("observed_epochs", "-")),
                 seconds_text(row["event_seconds"]), f"{row['overhead_percent']:.2f}%", "yes" if row["within_target"] else "NO",
                 "-" if row.get("own_overhead_percent") is None else f"{row['own_overhead_percent']:+.2f}%",
+                "-" if row.get("observe_call_epoch_seconds") is None else f"{row['observe_call_epoch_seconds']:.3f}",
+                "-" if row.get("own_direct_percent") is None else f"{row['own_direct_percent']:.2f}%",
                 memory_text(row["peak_memory_mb"]),
             ])
     return table(rows, [
         "model", "pruner", "engine mode", "s/epoch", "observe extra s/epoch", "observed epochs", "event s", "overhead", f"< {OVERHEAD_TARGET_PERCENT:g}%",
-        "own (over magnitude)", "peak MB",
+        "own (over magnitude)", "in observe s/epoch", "own, direct", "peak MB",
     ])
 
 

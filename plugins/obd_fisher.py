@@ -19,7 +19,7 @@ compares like with like.
 import torch
 
 from bench_harness import hookimpl
-from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, RunningMeans, StepView
+from bench_harness.pruner import PrunableLayer, Pruner, PruningContext, RunningMean, RunningMeans, StepView, layer_parameters
 
 
 class OBDFisherPruner(Pruner):
@@ -31,25 +31,20 @@ class OBDFisherPruner(Pruner):
     def __init__(self, context: PruningContext) -> None:
         super().__init__(context)
         self.batch_size = RunningMean(torch.empty((), device=context.device))
-        named = [(key, param) for layer in self.layers for key, param in self._params(layer)]
+        named = layer_parameters(self.layers)
         self.params = [param for _, param in named]
         self.position = {key: index for index, (key, _) in enumerate(named)}
         # E[g] and E[B·g²] for every weight and bias, each kept as one fused list.
         self.grad_mean = RunningMeans(self.params)
         self.grad_square_mean = RunningMeans(self.params)
 
-    @staticmethod
-    def _params(layer: PrunableLayer):
-        yield f"{layer.name}.weight", layer.weight
-        if layer.bias is not None:
-            yield f"{layer.name}.bias", layer.bias
-
     @torch.no_grad()
     def observe(self, step: StepView) -> None:
-        """Accumulate E[g] and E[B·g²] per parameter element: two fused kernels per step.
+        """Accumulate E[g] and E[B·g²] per parameter element: two fused kernels per step (two plain
+        ones over the engine's flat gradient buffer where it has one: the same layout as ours).
 
         The gradients are masked here, and unmasked for a subclass that wants dense gradients."""
-        grads = [param.grad for param in self.params]
+        grads = step.gradients if step.gradients is not None else [param.grad for param in self.params]
         self.batch_size.add_(float(step.batch_size))
         self.grad_mean.add_(grads)
         self.grad_square_mean.add_products_(grads, grads, scale=float(step.batch_size))

@@ -40,6 +40,9 @@ def test_speed_benchmark_runs_both_loops_and_every_pruner(tmp_path):
     floor = result["pruning"]["magnitude"]["overhead_percent"]
     for row in result["pruning"].values():
         assert row["own_overhead_percent"] == pytest.approx(row["overhead_percent"] - floor)
+        # On the CPU the time inside observe is taken directly: something for each pruner that observes.
+        observes = registries().pruners.get(row["pruner"]).observes()
+        assert (row["observe_call_epoch_seconds"] > 0) is observes and row["own_direct_percent"] is not None
     grid = result["grid"]["measured"]
     assert (grid["runs"], grid["completed"], grid["failed"]) == (len(builtins), len(builtins), [])  # one seed of every built-in pruner
     assert payload["environment"]["git_commit"] is None or len(payload["environment"]["git_commit"]) >= 40
@@ -124,5 +127,9 @@ def test_speed_overhead_counts_the_masking_every_epoch_and_the_observation_only_
     assert speed.pruning_overhead(none, windowed, 100)["overhead_percent"] == pytest.approx(100 * (50 * 0.3 + 9 * 0.5) / 50)
     # Per image: a measurement on 100 images describes a protocol epoch of 1,000.
     assert speed.pruning_overhead(none, windowed, 1000, floor=magnitude)["overhead_percent"] == pytest.approx(100 * (50 * 1.0 + 9 * 2.0 + 9 * 0.5) / (50 * 10.0))
+    # The direct figure: time inside observe in the observed epochs, events beyond magnitude's.
+    direct = {**row, "observe_call_epoch_seconds": 0.05, "train_images": 100, "event_seconds": 0.5}
+    assert speed.own_direct_percent(direct, {"event_seconds": 0.2}) == pytest.approx(100 * (9 * 0.05 + 9 * 0.3) / 50)
+    assert speed.own_direct_percent({**direct, "observe_call_epoch_seconds": None}, {"event_seconds": 0.2}) is None
     observed = {name: speed.protocol_observed_epochs(registries().pruners.get(name)) for name in ("contribution", "contribution-last-epoch", "magnitude", "none")}
     assert observed == {"contribution": 45, "contribution-last-epoch": 9, "magnitude": 0, "none": 0}

@@ -16,9 +16,9 @@ from bench_harness.engine import Normaliser, ResidentSplit, StepGraph, Trainer, 
 from bench_harness.masks import MaskSet
 from bench_harness.models import build_fcnn
 from bench_harness.plugins import registries
-from bench_harness.pruner import PruningContext, find_prunable_layers
+from bench_harness.pruner import PruningContext, find_prunable_layers, layer_parameters
 from bench_harness.schedule import EventPlan, PruningSchedule
-from bench_harness.statistics import InputGram, InputSecondMoments, RunningMean, RunningMeans
+from bench_harness.statistics import InputGram, InputSecondMoments, RunningMean, RunningMeans, flat_gradients
 
 EPOCHS, EVERY, RATE, BATCH, LR = 4, 2, 0.4, 50, 0.002
 
@@ -382,6 +382,63 @@ def test_observe_sees_masked_gradients_unless_the_pruner_wants_dense_ones(splits
     assert (trainer.pruner.seen > 0) is sees_pruned
     for layer in trainer.layers:  # and the optimizer, after observe, saw them masked
         assert torch.count_nonzero(layer.weight.grad[~trainer.masks.alive_connections(layer.name)]) == 0
+
+
+class _FlatGradientSpy(registries().pruners.get("magnitude")):
+    """Checks, at each observe, that ``step.gradients`` is the memory every ``.grad`` lives in."""
+
+    wants_dense_gradients = True
+
+    def observe(self, step):
+        named = layer_parameters(self.layers)
+        assert step.gradients is not None and step.gradients.numel() == sum(param.numel() for _, param in named)
+        assert torch.equal(step.gradients, torch.cat([param.grad.flatten() for _, param in named]))
+        storage = step.gradients.untyped_storage().data_ptr()
+        assert all(param.grad.untyped_storage().data_ptr() == storage for _, param in named)
+        self.seen = getattr(self, "seen", 0) + 1
+
+
+def test_observe_gets_every_gradient_in_one_flat_buffer_that_the_grads_are_views_of(splits):
+    trainer = engine_trainer(splits, None, 2, pruner_class=_FlatGradientSpy)
+    train, val = resident(splits)
+    trainer.train_epoch(train)
+    trainer.prune(EventPlan(1, 0.5), val)
+    trainer.train_epoch(train)
+    assert trainer.pruner.seen == 2 * trainer.steps_per_epoch(train)
+
+
+def test_statistics_from_the_flat_gradients_are_those_from_the_grad_tensors_bit_for_bit(splits, monkeypatch):
+    # contribution reads the flat buffer where the engine has one; without it, the .grad tensors.
+    flat = engine_trainer(splits, "contribution", 3)
+    monkeypatch.setattr(engine, "flat_gradients", lambda params: None)
+    listed = engine_trainer(splits, "contribution", 3)
+    assert flat.gradients is not None and listed.gradients is None
+    for trainer in (flat, listed):
+        trainer.fit(*resident(splits))
+    for one, other in zip([*flat.model.parameters(), *flat.pruner.grad_square_mean.totals, *flat.pruner.grad_mean.totals],
+                          [*listed.model.parameters(), *listed.pruner.grad_square_mean.totals, *listed.pruner.grad_mean.totals]):
+        assert torch.equal(one, other)
+
+
+def test_running_means_take_one_flat_update_in_their_layout_or_one_tensor_per_statistic():
+    likes = [torch.zeros(3, 2), torch.zeros(4)]
+    values = [torch.arange(6.0).view(3, 2), torch.tensor([1.0, -2.0, 3.0, 0.5])]
+    by_list, by_flat = RunningMeans(likes), RunningMeans(likes)
+    by_list.add_products_(values, values, scale=2.0)
+    by_flat.add_products_(torch.cat([v.flatten() for v in values]), torch.cat([v.flatten() for v in values]), scale=2.0)
+    assert all(torch.equal(by_list.mean(i), by_flat.mean(i)) for i in range(2))
+    assert torch.equal(by_flat.mean(1), 2.0 * values[1].square())
+    with pytest.raises(ValueError, match="10 elements"):
+        by_flat.add_(torch.zeros(9))
+    with pytest.raises(ValueError, match="two lists or two flat tensors"):
+        by_flat.add_products_(torch.zeros(10), values)
+    by_flat.reset_()
+    assert all(torch.count_nonzero(total) == 0 for total in by_flat.totals)
+
+
+def test_no_flat_gradient_buffer_for_parameters_of_different_dtypes():
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    assert flat_gradients(params) is None and all(param.grad is None for param in params)
 
 
 class _StepCounter(registries().pruners.get("magnitude")):
