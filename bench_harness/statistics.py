@@ -118,9 +118,12 @@ def flat_gradients(params: list[torch.Tensor]) -> torch.Tensor | None:
     Backward then accumulates every gradient into that buffer in place, so something that reads
     all of them at once (a :class:`RunningMeans` built on the same parameters) can do it in one
     kernel. None, and nothing changed, when the parameters do not share one floating dtype and
-    device (one buffer cannot hold them).
+    device (one buffer cannot hold them), or when one of them is frozen (backward writes no gradient
+    for it, and one given here would make the optimizer step it).
     """
     if not params or len({(param.dtype, param.device) for param in params}) != 1 or not params[0].is_floating_point():
+        return None
+    if not all(param.requires_grad for param in params):
         return None
     flat = torch.zeros(sum(param.numel() for param in params), dtype=params[0].dtype, device=params[0].device)
     for param, view in zip(params, _views(flat, params)):

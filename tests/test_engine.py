@@ -436,9 +436,12 @@ def test_running_means_take_one_flat_update_in_their_layout_or_one_tensor_per_st
     assert all(torch.count_nonzero(total) == 0 for total in by_flat.totals)
 
 
-def test_no_flat_gradient_buffer_for_parameters_of_different_dtypes():
-    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+@pytest.mark.parametrize("second", [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.nn.Parameter(torch.zeros(2), requires_grad=False)],
+                         ids=["another dtype", "frozen"])
+def test_no_flat_gradient_buffer_for_parameters_of_different_dtypes_or_a_frozen_one(second):
+    params = [torch.nn.Parameter(torch.zeros(3)), second]
     assert flat_gradients(params) is None and all(param.grad is None for param in params)
+    assert flat_gradients(params[:1]) is not None and params[0].grad.shape == (3,)
 
 
 class _StepCounter(registries().pruners.get("magnitude")):
