@@ -36,6 +36,7 @@ from bench_harness.data import DatasetSpec, ImageSplits
 from bench_harness.engine import ResidentSplit, fit_together, synchronise
 from bench_harness.hookspecs import hookimpl
 from bench_harness.plugins import registered_plugin, registries
+from bench_harness.pruner import layer_parameters
 from bench_harness.runner import DataCache, default_concurrency, plan_runs, prepare_run, resolve_device, run_grid
 from bench_harness.schedule import PruningSchedule
 from bench_harness.store import ResultsStore
@@ -466,6 +467,33 @@ def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, 
     return rows
 
 
+def measure_moment_floor(workload: Workload, cache: DataCache, device: torch.device, baseline: dict, protocol_train_images: int,
+                         args: argparse.Namespace, repeats: int = 200) -> dict:
+    """The least two running moments of every prunable parameter can cost per observed step, from
+    this device's measured speed on the simplest element-wise kernel.
+
+    Each observed step must read the gradients and read and write two totals: five passes over the
+    prunable parameters, however fused. ``total.add_(gradients)`` (three passes) over a tensor of
+    that size is timed ``repeats`` times; its bytes per second give the floor of the five, and
+    ``floor_percent`` puts that floor in the default 45 observed epochs of a seed-protocol run."""
+    trainer = build_trainer(workload, cache, device, "none", args.seed, args)
+    elements = sum(param.numel() for _, param in layer_parameters(trainer.layers))
+    gradients, total = torch.randn(elements, device=device), torch.zeros(elements, device=device)
+    for _ in range(10):
+        total.add_(gradients)  # warm-up
+    _, seconds = timed(device, lambda: [total.add_(gradients) for _ in range(repeats)])
+    bytes_per_second = 3 * 4 * elements * repeats / seconds
+    step_seconds = 5 * 4 * elements / bytes_per_second
+    steps = math.ceil(protocol_train_images / PROTOCOL.batch_size)
+    protocol_epoch = baseline["epoch_seconds"] * protocol_train_images / baseline["train_images"]
+    observed = len(PruningSchedule.for_run(PROTOCOL).observed_epochs())
+    return {
+        "elements": elements, "add_seconds": seconds / repeats, "bytes_per_second": bytes_per_second,
+        "floor_step_seconds": step_seconds, "observed_epochs": observed,
+        "floor_percent": 100.0 * observed * steps * step_seconds / (PROTOCOL.epochs * protocol_epoch),
+    }
+
+
 def protocol_observed_epochs(pruner) -> int:
     """How many epochs of a seed-protocol run call the pruner's ``observe`` (45 of 50 by default:
     none after the last event; fewer for a pruner with ``observe_epochs``; none if it has no observe)."""
@@ -691,6 +719,7 @@ def benchmark_workload(workload: Workload, device: torch.device, concurrency: in
         "resident_data_mb": resident_megabytes(train, test), "textbook": textbook, "engine": engine,
         "speedup": textbook["epoch_seconds"] / engine["epoch_seconds"], "concurrency": group,
         "pruning_baseline": measured["none"], "pruning": overheads,
+        "moment_floor": measure_moment_floor(workload, cache, device, measured["none"], seed_grid.train_images, args),
     }
     figures["projection_seed_grid"] = project(seed_grid, figures)
     if args.profile is not None:
@@ -783,6 +812,15 @@ def pruning_table(results: dict) -> str:
     ])
 
 
+def moment_floor_text(model: str, floor: dict) -> str:
+    """One line: what two running moments of every prunable parameter cost at the least."""
+    return (
+        f"{model}: two running moments of its {floor['elements']:,} prunable parameters move at least 5 x 4 bytes each per observed step; "
+        f"at the {floor['bytes_per_second'] / 1e9:.1f} GB/s of one add_ here ({floor['add_seconds'] * 1e6:.0f} us), "
+        f"{floor['floor_step_seconds'] * 1e3:.3f} ms a step, {floor['floor_percent']:.1f}% of a seed-protocol run observing {floor['observed_epochs']} epochs"
+    )
+
+
 def projection_rows(label: str, projection: dict, model: str) -> list[list]:
     """One table row per loop for one model's projection."""
     grid = projection["grid"]
@@ -841,6 +879,7 @@ def report(payload: dict) -> str:
         "epoch seconds scaled per image to the protocol's 55,000 / 45,000 training images; "
         "own: the overhead less magnitude's, the masking every pruned run pays and the dense reference skips)",
         pruning_table(results), "",
+        *[moment_floor_text(model, figures["moment_floor"]) for model, figures in results.items() if "moment_floor" in figures], "",
         "Wall time of the grid (textbook: one run after another, training + evaluation; engine: concurrent groups + evaluation + pruning)",
         projection_table(results),
         *(["(measured grid, 'all else': validation, test passes, the runner's per-run inference measurements, setup)"] if payload["settings"]["measure_grid"] else []),

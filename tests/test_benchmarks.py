@@ -43,6 +43,10 @@ def test_speed_benchmark_runs_both_loops_and_every_pruner(tmp_path):
         # On the CPU the time inside observe is taken directly: something for each pruner that observes.
         observes = registries().pruners.get(row["pruner"]).observes()
         assert (row["observe_call_epoch_seconds"] > 0) is observes and row["own_direct_percent"] is not None
+    # The floor of two running moments: LeNet-300-100's weights and biases, five passes per observed step.
+    floor = result["moment_floor"]
+    assert floor["elements"] == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10 and floor["floor_percent"] > 0
+    assert floor["floor_step_seconds"] == pytest.approx(5 * 4 * floor["elements"] / floor["bytes_per_second"])
     grid = result["grid"]["measured"]
     assert (grid["runs"], grid["completed"], grid["failed"]) == (len(builtins), len(builtins), [])  # one seed of every built-in pruner
     assert payload["environment"]["git_commit"] is None or len(payload["environment"]["git_commit"]) >= 40
