@@ -28,7 +28,7 @@ from bench_harness.event import Evaluation, EventEntry, run_event
 from bench_harness.masks import MaskSet
 from bench_harness.pruner import PrunableLayer, Pruner, StepView, layer_parameters
 from bench_harness.schedule import EventPlan, PruningSchedule
-from bench_harness.statistics import flat_gradients
+from bench_harness.statistics import flat_gradients, holds_gradients
 from bench_harness.watch import WeightWatch
 
 EVAL_BATCH_SIZE = 4096
@@ -202,9 +202,6 @@ class Trainer:
         self._draw: AugmentationDraw | None = None
         self.optimizer = optimizer
         self.layers = layers
-        self.gradients = flat_gradients([param for _, param in layer_parameters(layers)])
-        """The prunable layers' gradients as one flat buffer (their ``.grad`` are views of it; see
-        ``StepView.gradients``), or None once a CUDA-graph capture has given them its own memory."""
         self.masks = masks
         self.pruner = pruner
         self.schedule = schedule
@@ -228,6 +225,13 @@ class Trainer:
         if self.stream is not None:
             # Everything made so far (model, masks, data) was queued on the current stream.
             self.stream.wait_stream(torch.cuda.current_stream(device))
+        # Made on the run's stream, where every step uses it.
+        with self.stream_context():
+            self._gradient_params = [param for _, param in layer_parameters(layers)]
+            self.gradients = flat_gradients(self._gradient_params)
+        """The prunable layers' gradients as one flat buffer (their ``.grad`` are views of it; see
+        ``StepView.gradients``), or None where they cannot share one, once a CUDA-graph capture has
+        given them its own memory, or once something replaced them (checked at each epoch's start)."""
         self.graph: StepGraph | None = None
         self.wants_graph = use_cuda_graph and device.type == "cuda" and pruner.capturable
         self.graph_error: str | None = None
@@ -311,6 +315,10 @@ class Trainer:
             self._loss_sum.zero_()
             self._steps_done = 0
             self.epoch_capture_seconds = 0.0
+            if self.gradients is not None and not holds_gradients(self.gradients, self._gradient_params):
+                # Plugin code between epochs set or replaced a .grad (model.zero_grad() sets them to
+                # None): the buffer no longer holds the gradients, so observe reads the .grad tensors.
+                self.gradients = None
             observing = self.epochs_done + 1 in self.observed_epochs
             if self.graph is not None and (self.graph.data is not data or observing != self.observing):
                 # A graph reads the split it was captured on and holds the step with or without the

@@ -317,6 +317,11 @@ def _is_accumulator(value: Any) -> bool:
     return type(value).__module__ == "bench_harness.statistics"
 
 
+def _accumulator_state(value: Any) -> dict:
+    """An accumulator's attributes that are state: its private ones are derived (views of the others)."""
+    return {key: item for key, item in vars(value).items() if not key.startswith("_")}
+
+
 def _harness_storages(context: PruningContext) -> set[int]:
     """Storage addresses of the model's parameters and buffers: a pruner may hold them (or views of
     them), but they are the harness's to save and restore."""
@@ -337,7 +342,7 @@ def _collect_state(value: Any, harness: set[int]) -> Any:
     if isinstance(value, torch.Generator):
         return value.get_state()
     if isinstance(value, dict) or _is_accumulator(value):
-        items = vars(value).items() if _is_accumulator(value) else value.items()
+        items = _accumulator_state(value).items() if _is_accumulator(value) else value.items()
         found = {}
         for key, item in items:
             state = _collect_state(item, harness)
@@ -368,7 +373,7 @@ def _restore_state(pruner: Pruner, target: Any, state: Any, path: str, harness: 
     if isinstance(target, dict) or _is_accumulator(target):
         if not isinstance(state, dict):
             raise ValueError(f"The {where} is a {type(target).__name__}, but the checkpoint holds {type(state).__name__}.")
-        items = vars(target) if _is_accumulator(target) else target
+        items = _accumulator_state(target) if _is_accumulator(target) else target
         expected = _collect_state(target, harness) or {}
         missing = [key for key in expected if key not in state]
         if missing:
@@ -414,7 +419,7 @@ def state_tensors(pruner: Pruner) -> dict[str, int]:
             if _owned(value, harness):
                 found[path] = value.untyped_storage().data_ptr()
         elif isinstance(value, dict) or _is_accumulator(value):
-            for key, item in (vars(value) if _is_accumulator(value) else value).items():
+            for key, item in (_accumulator_state(value) if _is_accumulator(value) else value).items():
                 walk(item, f"{path}.{key}" if path else str(key))
         elif isinstance(value, (list, tuple)):
             for index, item in enumerate(value):

@@ -61,8 +61,15 @@ class RunningMeans:
     def __init__(self, likes: list[torch.Tensor]) -> None:
         device = likes[0].device
         self.flat = torch.zeros(sum(like.numel() for like in likes), dtype=torch.float32, device=device)
-        self.totals = list(_views(self.flat, likes))
         self.count = torch.zeros((), dtype=torch.float32, device=device)
+        # Views of ``flat``: derived, so a checkpoint leaves them out (private attributes of an
+        # accumulator are not pruner state) and restoring ``flat`` in place restores them too.
+        self._totals = list(_views(self.flat, likes))
+
+    @property
+    def totals(self) -> list[torch.Tensor]:
+        """The running sums, one per tensor given, shaped like it (views into ``flat``)."""
+        return self._totals
 
     def _flat_or_list(self, values: list[torch.Tensor] | torch.Tensor) -> bool:
         """True for one flat tensor in this accumulator's layout, False for a list; else ``ValueError``."""
@@ -104,6 +111,18 @@ class RunningMeans:
         self.count.zero_()
 
 
+def holds_gradients(flat: torch.Tensor, params: list[torch.Tensor]) -> bool:
+    """Whether every parameter's ``.grad`` is still its stretch of ``flat`` (as
+    :func:`flat_gradients` made it), by address only: no device work."""
+    offset, size = flat.data_ptr(), flat.element_size()
+    for param in params:
+        grad = param.grad
+        if grad is None or grad.data_ptr() != offset or grad.shape != param.shape or not grad.is_contiguous():
+            return False
+        offset += param.numel() * size
+    return True
+
+
 def _views(flat: torch.Tensor, likes: list[torch.Tensor]):
     """Views of consecutive stretches of ``flat`` shaped like ``likes``."""
     offset = 0
@@ -117,13 +136,18 @@ def flat_gradients(params: list[torch.Tensor]) -> torch.Tensor | None:
 
     Backward then accumulates every gradient into that buffer in place, so something that reads
     all of them at once (a :class:`RunningMeans` built on the same parameters) can do it in one
-    kernel. None, and nothing changed, when the parameters do not share one floating dtype and
-    device (one buffer cannot hold them), or when one of them is frozen (backward writes no gradient
-    for it, and one given here would make the optimizer step it).
+    kernel. None, and nothing changed, when one buffer cannot stand in for their own gradients: the
+    parameters do not share one floating dtype and device; one is frozen (backward writes no
+    gradient for it, and one given here would make the optimizer step it); one is not a contiguous
+    leaf tensor (a channels-last weight's gradient must have its strides, which a stretch of a flat
+    buffer does not; a computed weight's ``.grad`` would go to a temporary); or one appears twice
+    (a shared weight: its second stretch would never be written).
     """
     if not params or len({(param.dtype, param.device) for param in params}) != 1 or not params[0].is_floating_point():
         return None
-    if not all(param.requires_grad for param in params):
+    if len({id(param) for param in params}) != len(params):
+        return None
+    if not all(param.requires_grad and param.is_leaf and param.is_contiguous() for param in params):
         return None
     flat = torch.zeros(sum(param.numel() for param in params), dtype=params[0].dtype, device=params[0].device)
     for param, view in zip(params, _views(flat, params)):

@@ -478,6 +478,7 @@ def measure_moment_floor(workload: Workload, cache: DataCache, device: torch.dev
     ``floor_percent`` puts that floor in the default 45 observed epochs of a seed-protocol run."""
     trainer = build_trainer(workload, cache, device, "none", args.seed, args)
     elements = sum(param.numel() for _, param in layer_parameters(trainer.layers))
+    trainer.close()
     gradients, total = torch.randn(elements, device=device), torch.zeros(elements, device=device)
     for _ in range(10):
         total.add_(gradients)  # warm-up

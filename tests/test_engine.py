@@ -407,17 +407,34 @@ def test_observe_gets_every_gradient_in_one_flat_buffer_that_the_grads_are_views
     assert trainer.pruner.seen == 2 * trainer.steps_per_epoch(train)
 
 
-def test_statistics_from_the_flat_gradients_are_those_from_the_grad_tensors_bit_for_bit(splits, monkeypatch):
-    # contribution reads the flat buffer where the engine has one; without it, the .grad tensors.
-    flat = engine_trainer(splits, "contribution", 3)
+@pytest.mark.parametrize("pruner_name", ["contribution", "obd-fisher", "contribution-stride3"])
+def test_statistics_from_the_flat_gradients_are_those_from_the_grad_tensors_bit_for_bit(splits, monkeypatch, pruner_name):
+    # obd-fisher and its subclasses read the flat buffer where the engine has one (dense gradients
+    # for contribution, masked ones for obd-fisher); without it, the .grad tensors.
+    flat = engine_trainer(splits, pruner_name, 3)
+    updates = []
+    add_products = RunningMeans.add_products_
+    monkeypatch.setattr(RunningMeans, "add_products_", lambda self, first, *rest, **kw: updates.append(torch.is_tensor(first)) or add_products(self, first, *rest, **kw))
+    flat.fit(*resident(splits))
+    assert updates and all(updates)  # every update took the flat path
     monkeypatch.setattr(engine, "flat_gradients", lambda params: None)
-    listed = engine_trainer(splits, "contribution", 3)
+    listed = engine_trainer(splits, pruner_name, 3)
     assert flat.gradients is not None and listed.gradients is None
-    for trainer in (flat, listed):
-        trainer.fit(*resident(splits))
+    updates.clear()
+    listed.fit(*resident(splits))
+    assert updates and not any(updates)
     for one, other in zip([*flat.model.parameters(), *flat.pruner.grad_square_mean.totals, *flat.pruner.grad_mean.totals],
                           [*listed.model.parameters(), *listed.pruner.grad_square_mean.totals, *listed.pruner.grad_mean.totals]):
         assert torch.equal(one, other)
+
+
+def test_a_checkpoint_keeps_the_flat_totals_once_not_their_views_too(splits):
+    pruner = engine_trainer(splits, "contribution", 3).pruner
+    state = pruner.state_dict()
+    assert set(state["grad_mean"]) == set(state["grad_square_mean"]) == {"flat", "count"}
+    state["grad_mean"]["flat"].fill_(2.0)
+    pruner.load_state_dict(state)  # in place: the views see it
+    assert all(torch.all(total == 2.0) for total in pruner.grad_mean.totals)
 
 
 def test_running_means_take_one_flat_update_in_their_layout_or_one_tensor_per_statistic():
@@ -436,12 +453,44 @@ def test_running_means_take_one_flat_update_in_their_layout_or_one_tensor_per_st
     assert all(torch.count_nonzero(total) == 0 for total in by_flat.totals)
 
 
-@pytest.mark.parametrize("second", [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.nn.Parameter(torch.zeros(2), requires_grad=False)],
-                         ids=["another dtype", "frozen"])
-def test_no_flat_gradient_buffer_for_parameters_of_different_dtypes_or_a_frozen_one(second):
-    params = [torch.nn.Parameter(torch.zeros(3)), second]
+def _second_parameters():
+    weight = torch.nn.Parameter(torch.zeros(3))
+    return {
+        "another dtype": [weight, torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))],
+        "frozen": [weight, torch.nn.Parameter(torch.zeros(2), requires_grad=False)],
+        "channels last": [weight, torch.nn.Parameter(torch.zeros(4, 3, 2, 2).to(memory_format=torch.channels_last))],
+        "shared": [weight, weight],
+        "computed": [weight, torch.nn.Parameter(torch.zeros(2)) * 2.0],
+    }
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.parametrize("case", list(_second_parameters()))
+def test_no_flat_gradient_buffer_where_one_cannot_stand_in_for_the_parameters_own_gradients(case):
+    params = _second_parameters()[case]
     assert flat_gradients(params) is None and all(param.grad is None for param in params)
     assert flat_gradients(params[:1]) is not None and params[0].grad.shape == (3,)
+
+
+class _GradientResetter(registries().pruners.get("obd-fisher")):
+    """Plugin code that sets every .grad to None at each event (as model.zero_grad() does)."""
+
+    def after_prune(self):
+        super().after_prune()
+        self.context.model.zero_grad()
+
+
+def test_gradients_replaced_between_epochs_are_noticed_and_read_from_the_grad_tensors(splits):
+    # Events after epochs 2 and 4: the statistics of epochs 3-4, taken after the reset, choose the second cut.
+    schedule = PruningSchedule(5, "fixed", (2, 4), (0.6, 0.36))
+    trainer = engine_trainer(splits, None, 3, pruner_class=_GradientResetter, schedule=schedule)
+    reference = engine_trainer(splits, "obd-fisher", 3, schedule=schedule)
+    assert trainer.gradients is not None
+    for one in (trainer, reference):
+        one.fit(*resident(splits))
+    assert trainer.gradients is None  # the buffer was dropped at the epoch after the event
+    for one, other in zip([*trainer.model.parameters(), trainer.pruner.grad_square_mean.flat], [*reference.model.parameters(), reference.pruner.grad_square_mean.flat]):
+        assert torch.equal(one, other)
 
 
 class _StepCounter(registries().pruners.get("magnitude")):
