@@ -173,7 +173,8 @@ class StepView:
     of, so a :class:`RunningMeans` built on ``[p for _, p in layer_parameters(context.layers)]``
     adds it in one kernel instead of one per tensor. None where the engine does not keep the
     gradients in one buffer (a step captured as a CUDA graph, whose gradients the capture allocates;
-    parameters of different dtypes): a pruner then reads the ``.grad`` tensors. Read-only, valid
+    parameters that cannot share one: see ``bench_harness.statistics.flat_gradients``; gradients
+    that plugin code replaced): a pruner then reads the ``.grad`` tensors. Read-only, valid
     during the call."""
 
 
