@@ -10,6 +10,10 @@ reset. ``InputSecondMoments`` and ``InputGram`` average functions of each prunab
 (the tensors in ``StepView.inputs`` for a pruner with ``wants_inputs = True``): the per-feature
 second moment E[x²] that Wanda-style criteria need, and the full input Gram matrix E[x xᵀ] that
 OBS-style criteria and compensation need.
+
+``flat_gradients`` lays the prunable parameters' gradients end to end in one buffer, the layout in
+which a ``RunningMeans`` keeps its totals, so the engine and the accumulators share one definition
+of it (``_views``); ``holds_gradients`` tells the engine whether the buffer still holds them.
 """
 
 from __future__ import annotations
