@@ -59,7 +59,7 @@ class RunningMeans:
     The totals are views into one flat buffer (``flat``), the tensors laid end to end in the order
     given. An update may therefore also come as one flat tensor in that layout, such as
     ``StepView.gradients`` for accumulators built on ``layer_parameters(layers)``: one plain kernel
-    over contiguous memory, which on a CPU is about a quarter cheaper than the per-tensor loop.
+    over contiguous memory, cheaper on a CPU than the per-tensor loop.
     """
 
     def __init__(self, likes: list[torch.Tensor]) -> None:
@@ -118,13 +118,10 @@ class RunningMeans:
 def holds_gradients(flat: torch.Tensor, params: list[torch.Tensor]) -> bool:
     """Whether every parameter's ``.grad`` is still its stretch of ``flat`` (as
     :func:`flat_gradients` made it), by address only: no device work."""
-    offset, size = flat.data_ptr(), flat.element_size()
-    for param in params:
-        grad = param.grad
-        if grad is None or grad.data_ptr() != offset or grad.shape != param.shape or not grad.is_contiguous():
-            return False
-        offset += param.numel() * size
-    return True
+    return all(
+        param.grad is not None and param.grad.data_ptr() == view.data_ptr() and param.grad.shape == view.shape and param.grad.is_contiguous()
+        for param, view in zip(params, _views(flat, params))
+    )
 
 
 def _views(flat: torch.Tensor, likes: list[torch.Tensor]):

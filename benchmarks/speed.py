@@ -412,7 +412,7 @@ class ObserveTimer:
     replayed CUDA graph runs the observation without calling the method)."""
 
     def __init__(self, pruner) -> None:
-        self.seconds, self.calls = 0.0, 0
+        self.seconds = 0.0
         self._observe = pruner.observe
         pruner.observe = self
 
@@ -420,7 +420,6 @@ class ObserveTimer:
         start = time.perf_counter()
         self._observe(step)
         self.seconds += time.perf_counter() - start
-        self.calls += 1
 
 
 def measure_pruners(workload: Workload, cache: DataCache, device: torch.device, args: argparse.Namespace) -> dict[str, dict]:

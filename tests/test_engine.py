@@ -179,8 +179,8 @@ def ragged_splits():
     return split_validation(make_synthetic(num_train=630, num_test=100), 100)
 
 
-def graph_trainer(splits, pruner_name, seed, augment, pruner_class=None):
-    trainer = engine_trainer(splits, pruner_name, seed, augment, pruner_class=pruner_class)
+def graph_trainer(splits, pruner_name, seed, augment):
+    trainer = engine_trainer(splits, pruner_name, seed, augment)
     trainer.wants_graph = True  # what a CUDA device would set
     return trainer
 
