@@ -283,8 +283,9 @@ class Trainer:
 
     def observes_step(self, index: int) -> bool:
         """Whether step ``index`` (0-based, within the current epoch) calls the pruner's ``observe``:
-        in an observed epoch, every ``observe_every``-th step, starting with the first."""
-        return self.observing and index % self.pruner.observe_every == 0
+        in an observed epoch, the steps ``Pruner.observes_step`` names (``observe_every``,
+        ``observe_window``)."""
+        return self.observing and self.pruner.observes_step(index, self.steps_per_epoch(self._data))
 
     def _observe(self, loss: torch.Tensor, batch_size: int, watched: bool) -> None:
         """The pruner's observation of this step (checked by the weight watch when ``watched``)."""
@@ -594,9 +595,9 @@ class StepGraph:
     cursor that it advances itself, so a replay needs no host work at all. Masks, optimizer state and
     the pruner's statistics are updated in place between replays, so pruning never forces a
     re-capture; switching the observation on or off (``Trainer.observing``) does. A pruner that
-    observes every N-th step only (``Pruner.observe_every``) gets two graphs of the step, with and
-    without ``observe``, sharing the batch buffers, the cursor and the gradients; each replay picks
-    one. A graph holds raw pointers: this object and its trainer keep every tensor it touches
+    observes only some steps of an epoch (``Pruner.observe_every``, ``Pruner.observe_window``) gets
+    two graphs of the step, with and without ``observe``, sharing the batch buffers, the cursor and
+    the gradients; each replay picks one. A graph holds raw pointers: this object and its trainer keep every tensor it touches
     referenced for as long as it may be replayed.
     """
 
@@ -620,8 +621,8 @@ class StepGraph:
         self.cursor = torch.zeros((), dtype=torch.long, device=device)
         self.loss_sum = loss_sum
         self.load_epoch(order, draw, start_step=next_step)
-        # One graph per observation flag the epoch's steps need (two when every N-th step observes).
-        flags = {trainer.observes_step(index) for index in range(min(self.full_batches, trainer.pruner.observe_every))}
+        # One graph per observation flag the epoch's steps need (two when only some steps observe).
+        flags = {trainer.observes_step(index) for index in range(self.full_batches)}
         self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
         # Gradients must be born inside the first capture, from its private memory pool. A second
         # graph zeroes and reuses them rather than making its own, so whichever graph ran last,

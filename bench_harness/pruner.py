@@ -13,8 +13,8 @@ optional capabilities let a method do more than rank, still on equal terms with 
 * the step view's layer inputs (``wants_inputs``) and dense gradients (``wants_dense_gradients``).
 
 Between events a pruner may watch the training steps through :meth:`Pruner.observe` (every step of
-the epochs whose statistics an event reads, or every N-th: see ``Pruner.observe_epochs`` and
-``Pruner.observe_every``). That method runs inside
+the epochs whose statistics an event reads, or every N-th, or a window at each epoch's end: see
+``Pruner.observe_epochs``, ``Pruner.observe_every`` and ``Pruner.observe_window``). That method runs inside
 the training step, which on a GPU is captured and replayed as a CUDA graph, so it must be pure
 tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values, no new
 tensors kept across steps, no reference to the step view's tensors kept past the call, and no
@@ -25,7 +25,9 @@ against the whole contract.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import torch
@@ -116,6 +118,13 @@ def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
             )
         layer.next = following
     return layers
+
+
+def window_start(share: float, steps: int) -> int:
+    """The first step of an epoch of ``steps`` steps that lies in its last ``share`` (see
+    ``Pruner.observe_window``): ``steps - ceil(share x steps)``, with ``share`` read as the nearest
+    fraction whose denominator is at most 1000, so that 1/3 of 861 steps is 287 steps, not 288."""
+    return steps - math.ceil(Fraction(share).limit_denominator(1000) * steps)
 
 
 def layer_parameters(layers: list[PrunableLayer]) -> list[tuple[str, nn.Parameter]]:
@@ -218,9 +227,15 @@ class Pruner:
     ``observe_epochs`` epochs before each event (None: every epoch since the previous event). It
     never runs after the last event, whose statistics nothing would read."""
     observe_every: ClassVar[int] = 1
-    """Observe every N-th training step only: the steps 0, N, 2N, ... of each observed epoch. The
-    statistics then come from a regular sample of the same epochs, at 1/N of the observation's
-    per-step cost (1: every step)."""
+    """Observe every N-th training step only: the steps 0, N, 2N, ... of each observed epoch (of its
+    window, with ``observe_window``). The statistics then come from a regular sample of the same
+    epochs, at 1/N of the observation's per-step cost (1: every step)."""
+    observe_window: ClassVar[float] = 1.0
+    """Observe only a contiguous window at the end of each observed epoch: its last
+    ``ceil(observe_window x steps)`` steps (1.0: the whole epoch). The share is read as the nearest
+    fraction with a denominator up to 1000, so 1/3 is a third exactly. Consecutive observations keep
+    the statistics' totals warm in the CPU's caches, where a stride (``observe_every``) finds them
+    evicted by the steps in between."""
     wants_dense_gradients: ClassVar[bool] = False
     """True to receive the unmasked weight gradients in ``StepView.dense_gradients`` (``observe`` then
     runs before the gradient masking, and sees every ``.grad`` unmasked)."""
@@ -306,6 +321,14 @@ class Pruner:
     def observes(cls) -> bool:
         """True when the class prunes and implements :meth:`observe` (else no step calls it)."""
         return cls.prunes and cls.observe is not Pruner.observe
+
+    @classmethod
+    def observes_step(cls, index: int, steps: int) -> bool:
+        """Whether step ``index`` (0-based) of an observed epoch of ``steps`` steps calls :meth:`observe`:
+        the steps of the epoch's last ``observe_window`` share, every ``observe_every``-th of them
+        starting with the window's first."""
+        start = window_start(cls.observe_window, steps)
+        return index >= start and (index - start) % cls.observe_every == 0
 
     @classmethod
     def regrows(cls) -> bool:
@@ -445,6 +468,9 @@ def validate_pruner_class(pruner_class: Any) -> None:
     every = pruner_class.observe_every
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise TypeError(f"pruner '{pruner_class.name}' declares observe_every {every!r}; it must be a whole number of steps, at least 1")
+    share = pruner_class.observe_window
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise TypeError(f"pruner '{pruner_class.name}' declares observe_window {share!r}; it must be a share of the epoch's steps, above 0 and at most 1")
     if pruner_class.regrows() and "connections" not in pruner_class.granularities:
         raise TypeError(f"pruner '{pruner_class.name}' implements grow_scores, which only connections granularity uses")
 

@@ -128,6 +128,16 @@ class EveryFourthStepVariant(ContributionPruner):
     observe_every = 4
 
 
+class LastThirdVariant(ContributionPruner):
+    """Cost variant: the same scores from every step of the last third of each observed epoch
+    (``observe_window = 1/3``): as many steps as every third step, taken one after another."""
+
+    name = "contribution-window3"
+    description = "Cost variant of contribution: statistics from every step of the last third of each epoch."
+    variant_of = "contribution"
+    observe_window = 1 / 3
+
+
 @hookimpl
 def register_pruners(register):
     """Register our method and its ablation and cost variants."""
@@ -137,3 +147,4 @@ def register_pruners(register):
     register(LastEpochVariant)
     register(EveryThirdStepVariant)
     register(EveryFourthStepVariant)
+    register(LastThirdVariant)
