@@ -240,6 +240,7 @@ class Trainer:
         self.epoch_capture_seconds = 0.0
         """The part of ``capture_seconds`` spent in the current epoch."""
         self._data: ResidentSplit | None = None
+        self._observed_steps = range(0)
         self._order: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=device)
         self._steps_done = 0
@@ -283,9 +284,9 @@ class Trainer:
 
     def observes_step(self, index: int) -> bool:
         """Whether step ``index`` (0-based, within the current epoch) calls the pruner's ``observe``:
-        in an observed epoch, the steps ``Pruner.observes_step`` names (``observe_every``,
+        in an observed epoch, the steps ``Pruner.observed_steps`` names (``observe_every``,
         ``observe_window``)."""
-        return self.observing and self.pruner.observes_step(index, self.steps_per_epoch(self._data))
+        return self.observing and index in self._observed_steps
 
     def _observe(self, loss: torch.Tensor, batch_size: int, watched: bool) -> None:
         """The pruner's observation of this step (checked by the weight watch when ``watched``)."""
@@ -326,6 +327,7 @@ class Trainer:
                 # observation; a new split, or observation switched on or off, needs a new capture.
                 self.graph = None
             self.observing = observing
+            self._observed_steps = self.pruner.observed_steps(self.steps_per_epoch(data))
             if self.graph is not None:
                 self.graph.load_epoch(self._order, self._draw)
 

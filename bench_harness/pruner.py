@@ -323,12 +323,10 @@ class Pruner:
         return cls.prunes and cls.observe is not Pruner.observe
 
     @classmethod
-    def observes_step(cls, index: int, steps: int) -> bool:
-        """Whether step ``index`` (0-based) of an observed epoch of ``steps`` steps calls :meth:`observe`:
-        the steps of the epoch's last ``observe_window`` share, every ``observe_every``-th of them
-        starting with the window's first."""
-        start = window_start(cls.observe_window, steps)
-        return index >= start and (index - start) % cls.observe_every == 0
+    def observed_steps(cls, steps: int) -> range:
+        """The steps (0-based) of an observed epoch of ``steps`` steps that call :meth:`observe`: the
+        epoch's last ``observe_window`` share, every ``observe_every``-th step of it from its first."""
+        return range(window_start(cls.observe_window, steps), steps, cls.observe_every)
 
     @classmethod
     def regrows(cls) -> bool:

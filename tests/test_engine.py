@@ -1,6 +1,7 @@
 """The training engine computes what a plain PyTorch loop computes, alone or interleaved with others."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from bench_harness.engine import Normaliser, ResidentSplit, StepGraph, Trainer, 
 from bench_harness.masks import MaskSet
 from bench_harness.models import build_fcnn
 from bench_harness.plugins import registries
-from bench_harness.pruner import PruningContext, find_prunable_layers, layer_parameters
+from bench_harness.pruner import PruningContext, find_prunable_layers, layer_parameters, window_start
 from bench_harness.schedule import EventPlan, PruningSchedule
 from bench_harness.statistics import InputGram, InputSecondMoments, RunningMean, RunningMeans, flat_gradients
 
@@ -524,33 +525,43 @@ class _StepIndexes(registries().pruners.get("magnitude")):
         self.steps.setdefault(self.trainer.epochs_done + 1, []).append(self.trainer._steps_done)
 
 
-@pytest.mark.parametrize("every", [1, 3, 4])
-def test_a_pruner_observing_every_n_th_step_sees_the_steps_0_n_2n_of_each_observed_epoch(splits, every):
+@pytest.mark.parametrize("every, window, first", [(1, 1.0, 0), (3, 1.0, 0), (4, 1.0, 0), (1, 1 / 3, None), (2, 0.5, None)])
+def test_a_pruner_observing_every_n_th_step_of_a_window_sees_the_steps_w_w_plus_n_of_each_observed_epoch(splits, every, window, first):
     class Sampler(_StepIndexes):
         observe_every = every
+        observe_window = window
 
     trainer = engine_trainer(splits, None, 1, pruner_class=Sampler)
     trainer.pruner.trainer, trainer.pruner.steps = trainer, {}
     trainer.fit(*resident(splits))
     steps = trainer.steps_per_epoch(resident(splits)[0])
+    first = steps - math.ceil(window * steps) if first is None else first
+    assert 0 < first < steps or window == 1.0
     assert set(trainer.pruner.steps) == set(trainer.observed_epochs) == {1, 2}  # the one event follows epoch 2
-    assert all(indexes == list(range(0, steps, every)) for indexes in trainer.pruner.steps.values())
+    assert all(indexes == list(range(first, steps, every)) for indexes in trainer.pruner.steps.values())
 
 
-def test_a_pruner_observing_every_third_step_replays_two_graphs_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch):
+@pytest.mark.parametrize("share, steps, first", [(1 / 3, 860, 573), (1 / 3, 861, 574), (1 / 3, 3, 2), (0.5, 7, 3), (1.0, 5, 0), (0.001, 10, 9)])
+def test_an_observation_window_is_the_epochs_last_steps_with_its_share_read_as_an_exact_fraction(share, steps, first):
+    # 1/3 of 861 steps is 287 exactly, although 861 * (1 / 3) rounds up to 287.00000000000006 in floats.
+    assert window_start(share, steps) == first
+
+
+@pytest.mark.parametrize("pruner, observed", [("contribution-stride3", lambda steps: range(0, steps, 3)), ("contribution-window3", lambda steps: range(steps - 4, steps))])
+def test_a_pruner_observing_some_steps_replays_two_graphs_and_trains_as_eager_steps_do(replayed_graphs, ragged_splits, monkeypatch, pruner, observed):
     # Epochs 1-2 observe (the event follows epoch 2): one graph with observe and one without, both
     # replayed in turn; epochs 3-4 observe nothing, so one graph without observe is captured then.
     captured = []
     monkeypatch.setattr(StepGraph, "_record", staticmethod(lambda trainer, step: captured.append(step.keywords["observe"]) or ReplayedStep(trainer, step)))
-    eager = engine_trainer(ragged_splits, "contribution-stride3", 4)
-    graphed = graph_trainer(ragged_splits, "contribution-stride3", 4, False)
+    eager = engine_trainer(ragged_splits, pruner, 4)
+    graphed = graph_trainer(ragged_splits, pruner, 4, False)
     calls = []
     observe = graphed.pruner.observe
-    graphed.pruner.observe = lambda step: calls.append(graphed.epochs_done + 1) or observe(step)
+    graphed.pruner.observe = lambda step: calls.append((graphed.epochs_done + 1, graphed._steps_done)) or observe(step)
     fit_together([eager, graphed], *resident(ragged_splits))
     assert captured == [True, False, False] and graphed.engine == "cuda-graph"
     steps = graphed.steps_per_epoch(resident(ragged_splits)[0])  # 10 full batches and a partial one
-    assert calls.count(1) == calls.count(2) == len(range(0, steps, 3)) and set(calls) == {1, 2}
+    assert calls == [(epoch, index) for epoch in (1, 2) for index in observed(steps)]
     for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
         assert torch.equal(a, b)
     assert [r.train_loss for r in eager.outcome.history] == [r.train_loss for r in graphed.outcome.history]

@@ -141,6 +141,7 @@ def test_every_builtin_keeps_the_pruner_contract(name):
 @pytest.mark.parametrize("attribute, value", [
     *(("observe_epochs", window) for window in (0, -1, 1.5, True, "1")),  # None is allowed: every epoch
     *(("observe_every", every) for every in (0, -2, 2.0, True, None)),
+    *(("observe_window", share) for share in (0, -0.5, 1.5, True, None, "0.5")),  # 1 and 1.0 are allowed: every step
 ])
 def test_a_pruner_asking_for_an_impossible_observation_window_or_stride_is_refused_at_registration(attribute, value):
     from bench_harness.pruner import Pruner, validate_pruner_class
