@@ -9,6 +9,13 @@ initialisation and the data order) and prints each seed's accuracies, the mean d
 
     python benchmarks/paired.py results/grid-a-global:contribution results/grid-a-layer:contribution
 
+More than one pair of selections pools them: each pair is one comparison (a cell of a grid, say),
+its runs are paired by seed within it, and the test is over every pair of runs of every comparison,
+for a question asked of several cells at once (is a variant below the method on average?)::
+
+    python benchmarks/paired.py results/grid-a-layer:contribution-window3 results/grid-a-layer:contribution \
+        results/grid-d-layer:contribution-window3 results/grid-d-layer:contribution --metric val
+
 A selection must hold one configuration per seed; more than one (say, two prune rates in one folder)
 is an error, because which to pair would be a guess.
 """
@@ -53,38 +60,61 @@ def per_seed(selection: str, metric: str) -> dict[int, float]:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("a", help="FOLDER:PRUNER, the runs compared")
-    parser.add_argument("b", help="FOLDER:PRUNER, the runs they are compared with (the difference is a - b)")
-    parser.add_argument("--metric", choices=sorted(METRICS), default="test", help="test accuracy, or the validation accuracy at the end of training [default: test]")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    args = parser.parse_args(argv)
-    try:
-        a, b = per_seed(args.a, args.metric), per_seed(args.b, args.metric)
-    except BadInput as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def compare(a_selection: str, b_selection: str, metric: str) -> dict:
+    """One comparison: the two selections' runs paired by seed."""
+    a, b = per_seed(a_selection, metric), per_seed(b_selection, metric)
     paired = paired_difference(a, b)
     seeds = sorted(set(a) & set(b))
-    result = {
-        "a": args.a, "b": args.b, "metric": METRICS[args.metric], "seeds": seeds,
+    return {
+        "a": a_selection, "b": b_selection, "seeds": seeds,
         "a_per_seed": {seed: a[seed] for seed in seeds}, "b_per_seed": {seed: b[seed] for seed in seeds},
         "a_mean": mean_interval([a[s] for s in seeds]).mean, "b_mean": mean_interval([b[s] for s in seeds]).mean,
         "delta_pp": paired.delta, "delta_ci95_pp": paired.half_width, "p_value": paired.p_value, "pairs": paired.pairs,
         "unpaired_seeds": sorted(set(a) ^ set(b)),
     }
+
+
+def summary(paired, a_mean: float, b_mean: float, what: str) -> str:
+    """The one-line verdict: means, the paired difference with its interval, the t-test."""
+    interval = "" if math.isnan(paired.half_width) else f" ± {paired.half_width:.2f}"
+    p_text = "no test (fewer than 2 pairs)" if math.isnan(paired.p_value) else f"paired t-test p = {paired.p_value:.2g}"
+    return f"mean {a_mean:.2f} vs {b_mean:.2f}: Δ {paired.delta:+.2f}{interval} pp over {paired.pairs} {what}; {p_text}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("selections", nargs="+", metavar="FOLDER:PRUNER",
+                        help="pairs of selections, A B [A B ...]: the runs compared, then the runs they are compared with (the difference is A - B)")
+    parser.add_argument("--metric", choices=sorted(METRICS), default="test", help="test accuracy, or the validation accuracy at the end of training [default: test]")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_intermixed_args(argv)  # options may come between the selections
+    try:
+        if len(args.selections) % 2:
+            raise BadInput(f"{len(args.selections)} selections: give them in pairs, A B [A B ...].")
+        pairs = list(zip(args.selections[0::2], args.selections[1::2]))
+        comparisons = [compare(a, b, args.metric) for a, b in pairs]
+    except BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # Pooled over every comparison: a pair of runs is keyed by (comparison, seed).
+    a_all = {(i, seed): value for i, c in enumerate(comparisons) for seed, value in c["a_per_seed"].items()}
+    b_all = {(i, seed): value for i, c in enumerate(comparisons) for seed, value in c["b_per_seed"].items()}
+    pooled = paired_difference(a_all, b_all)
+    a_mean, b_mean = mean_interval(list(a_all.values())).mean, mean_interval(list(b_all.values())).mean
+    result = {"metric": METRICS[args.metric], "comparisons": comparisons, "a_mean": a_mean, "b_mean": b_mean,
+              "delta_pp": pooled.delta, "delta_ci95_pp": pooled.half_width, "p_value": pooled.p_value, "pairs": pooled.pairs}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{'seed':>4}  {args.a:>30}  {args.b:>30}  {'a - b':>7}")
-    for seed in seeds:
-        print(f"{seed:>4}  {a[seed]:>30.2f}  {b[seed]:>30.2f}  {a[seed] - b[seed]:>+7.2f}")
-    interval = "" if math.isnan(paired.half_width) else f" ± {paired.half_width:.2f}"
-    p_text = "no test (fewer than 2 shared seeds)" if math.isnan(paired.p_value) else f"paired t-test p = {paired.p_value:.2g}"
-    print(f"mean {result['a_mean']:.2f} vs {result['b_mean']:.2f}: Δ {paired.delta:+.2f}{interval} pp over {paired.pairs} seeds; {p_text}")
-    if result["unpaired_seeds"]:
-        print(f"seeds in only one selection, left out: {', '.join(map(str, result['unpaired_seeds']))}")
+    for c in comparisons:
+        print(f"{'seed':>4}  {c['a']:>30}  {c['b']:>30}  {'a - b':>7}")
+        for seed in c["seeds"]:
+            print(f"{seed:>4}  {c['a_per_seed'][seed]:>30.2f}  {c['b_per_seed'][seed]:>30.2f}  {c['a_per_seed'][seed] - c['b_per_seed'][seed]:>+7.2f}")
+        print(summary(paired_difference(c["a_per_seed"], c["b_per_seed"]), c["a_mean"], c["b_mean"], "seeds"))
+        if c["unpaired_seeds"]:
+            print(f"seeds in only one selection, left out: {', '.join(map(str, c['unpaired_seeds']))}")
+    if len(comparisons) > 1:
+        print(f"pooled over {len(comparisons)} comparisons: " + summary(pooled, a_mean, b_mean, "pairs of runs"))
     return 0
 
 

@@ -95,7 +95,7 @@ def test_benchmark_options_are_checked(name, args):
     assert finished.returncode == 2 and "error:" in finished.stderr
 
 
-def test_paired_script_pairs_two_folders_by_seed(tmp_path):
+def test_paired_script_pairs_two_folders_by_seed_and_pools_several_comparisons(tmp_path):
     from record_factory import seeds, write_records
 
     from bench_harness.significance import paired_difference
@@ -108,11 +108,22 @@ def test_paired_script_pairs_two_folders_by_seed(tmp_path):
     assert finished.returncode == 0, finished.stderr
     result = json.loads(finished.stdout)
     expected = paired_difference({0: 88.5, 1: 88.6, 2: 88.3}, {0: 88.0, 1: 88.4, 2: 87.9})
-    assert result["seeds"] == [0, 1, 2] and result["unpaired_seeds"] == [3]  # seed 3 has no partner
+    (comparison,) = result["comparisons"]
+    assert comparison["seeds"] == [0, 1, 2] and comparison["unpaired_seeds"] == [3]  # seed 3 has no partner
     assert result["delta_pp"] == pytest.approx(expected.delta) and result["p_value"] == pytest.approx(expected.p_value)
-    # A pruner that is not there, or a folder that is not a results folder: one sentence, exit code 2.
-    for selection in (f"{layer}:taylor", f"{tmp_path / 'nowhere'}:contribution", "no-colon"):
-        failed = subprocess.run([sys.executable, str(BENCHMARKS / "paired.py"), selection, f"{layer}:contribution"], capture_output=True, text=True, timeout=120)
+    assert comparison["delta_pp"] == result["delta_pp"] and result["pairs"] == 3
+    # Two comparisons pool their pairs of runs: the test is over all five differences at once.
+    command += [f"{overall}:taylor", f"{layer}:contribution"]
+    pooled = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout)
+    differences = [0.5, 0.2, 0.4, 50.0 - 88.0, 50.0 - 88.4, 50.0 - 87.9]
+    expected = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(6), 0.0))
+    assert len(pooled["comparisons"]) == 2 and pooled["pairs"] == 6
+    assert pooled["delta_pp"] == pytest.approx(expected.delta) and pooled["p_value"] == pytest.approx(expected.p_value)
+    # A pruner that is not there, a folder that is not a results folder, or an odd number of
+    # selections: one sentence, exit code 2.
+    for selections in ([f"{layer}:taylor", f"{layer}:contribution"], [f"{tmp_path / 'nowhere'}:contribution", f"{layer}:contribution"],
+                       ["no-colon", f"{layer}:contribution"], [f"{layer}:contribution"] * 3):
+        failed = subprocess.run([sys.executable, str(BENCHMARKS / "paired.py"), *selections], capture_output=True, text=True, timeout=120)
         assert failed.returncode == 2 and failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1
 
 
