@@ -334,8 +334,17 @@ def train_steps(trainer, data: ResidentSplit, steps: int) -> None:
     trainer.end_epoch()
 
 
+def steps_before_event(pruner_class, steps: int) -> int:
+    """How many steps from an epoch's start the event timing trains: enough for ``STEPS_BEFORE_EVENT``
+    of them to be observed (a pruner observing a window at the epoch's end trains up to it)."""
+    observed = pruner_class.observed_steps(steps)
+    if not pruner_class.observes() or len(observed) == 0:
+        return min(STEPS_BEFORE_EVENT, steps)
+    return observed[min(STEPS_BEFORE_EVENT, len(observed)) - 1] + 1
+
+
 def time_pruning_events(trainer, data: ResidentSplit, device: torch.device, count: int) -> list[float]:
-    """Seconds of ``count`` pruning events, each after a few training steps.
+    """Seconds of ``count`` pruning events, each after a few observed training steps.
 
     The steps matter: criteria that restart their statistics after an event would otherwise score
     an all-zero tensor, whose sort is several times faster than a real event's.
@@ -343,8 +352,9 @@ def time_pruning_events(trainer, data: ResidentSplit, device: torch.device, coun
     seconds = []
     protocol = PruningSchedule.for_run(PROTOCOL, regrows=trainer.pruner.regrows())
     plans = [protocol.event_after(epoch) for epoch in protocol.event_epochs]  # the seed protocol's events, in order
+    steps = steps_before_event(type(trainer.pruner), trainer.steps_per_epoch(data))
     for index in range(count):
-        train_steps(trainer, data, STEPS_BEFORE_EVENT)
+        train_steps(trainer, data, steps)
         plan = plans[index % len(plans)]
         seconds.append(timed(device, lambda: trainer.prune(plan))[1])
     return seconds

@@ -127,6 +127,23 @@ def test_paired_script_pairs_two_folders_by_seed_and_pools_several_comparisons(t
         assert failed.returncode == 2 and failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1
 
 
+def test_speed_times_each_event_after_as_many_observed_steps_for_every_pruner(monkeypatch):
+    # An event timed on statistics no step has filled would sort zeros, much faster than a real one.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import speed
+
+    pruners, n = registries().pruners, speed.STEPS_BEFORE_EVENT
+    assert speed.steps_before_event(pruners.get("magnitude"), 860) == n  # observes nothing: the first steps
+    assert speed.steps_before_event(pruners.get("contribution"), 860) == n
+    assert speed.steps_before_event(pruners.get("contribution-stride3"), 860) == 3 * (n - 1) + 1
+    assert speed.steps_before_event(pruners.get("contribution-window3"), 860) == 573 + n  # the window is steps 573-859
+    for name in ("contribution", "contribution-stride3", "contribution-window3"):
+        pruner = pruners.get(name)
+        trained = range(speed.steps_before_event(pruner, 860))
+        assert len(set(trained) & set(pruner.observed_steps(860))) == n
+    assert speed.steps_before_event(pruners.get("contribution-window3"), 12) == 12  # a short epoch: all it has
+
+
 def test_speed_overhead_counts_the_masking_every_epoch_and_the_observation_only_where_it_runs(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import speed
