@@ -345,10 +345,15 @@ class Trainer:
                 images = data.images[batch]
                 if self.augmenter is not None:
                     images = self.augmenter(images, self._draw.slice(start, stop))
-                # The epoch's first and last steps are the ones the weight watch checks (when eager).
-                watched = index == 0 or index == self.steps_per_epoch(data) - 1
+                # The weight watch checks (when eager) the epoch's first and last steps, and its first
+                # observed step, which a window at the epoch's end puts after the first.
+                first_observed = self._observed_steps[0] if self.observing and self._observed_steps else 0
+                watched = index in (0, first_observed, self.steps_per_epoch(data) - 1)
                 self._loss_sum += self.step(images, data.labels[batch], observe, watched)
-                if self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches:
+                # Capture only once observe has run eagerly (watched, and its lazy set-up done outside
+                # a capture): with a window, the warm-up steps do not observe.
+                if (self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches
+                        and index >= first_observed):
                     self._capture(data, index + 1)
             self._steps_done += 1
 

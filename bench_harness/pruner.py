@@ -123,7 +123,8 @@ def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
 def window_start(share: float, steps: int) -> int:
     """The first step of an epoch of ``steps`` steps that lies in its last ``share`` (see
     ``Pruner.observe_window``): ``steps - ceil(share x steps)``, with ``share`` read as the nearest
-    fraction whose denominator is at most 1000, so that 1/3 of 861 steps is 287 steps, not 288."""
+    fraction whose denominator is at most 1000, so that 7% of 100 steps is 7 steps (in floats,
+    0.07 x 100 is 7.000000000000001, whose ceiling is 8)."""
     return steps - math.ceil(Fraction(share).limit_denominator(1000) * steps)
 
 
@@ -232,8 +233,8 @@ class Pruner:
     epochs, at 1/N of the observation's per-step cost (1: every step)."""
     observe_window: ClassVar[float] = 1.0
     """Observe only a contiguous window at the end of each observed epoch: its last
-    ``ceil(observe_window x steps)`` steps (1.0: the whole epoch). The share is read as the nearest
-    fraction with a denominator up to 1000, so 1/3 is a third exactly. Consecutive observations keep
+    ``ceil(observe_window x steps)`` steps (1.0: the whole epoch; at least 1/1000). The share is read
+    as the nearest fraction with a denominator up to 1000, so 1/3 is a third exactly. Consecutive observations keep
     the statistics' totals warm in the CPU's caches, where a stride (``observe_every``) finds them
     evicted by the steps in between."""
     wants_dense_gradients: ClassVar[bool] = False
@@ -467,8 +468,8 @@ def validate_pruner_class(pruner_class: Any) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise TypeError(f"pruner '{pruner_class.name}' declares observe_every {every!r}; it must be a whole number of steps, at least 1")
     share = pruner_class.observe_window
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise TypeError(f"pruner '{pruner_class.name}' declares observe_window {share!r}; it must be a share of the epoch's steps, above 0 and at most 1")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 1 / 1000 <= share <= 1:
+        raise TypeError(f"pruner '{pruner_class.name}' declares observe_window {share!r}; it must be a share of the epoch's steps, from 1/1000 to 1")
     if pruner_class.regrows() and "connections" not in pruner_class.granularities:
         raise TypeError(f"pruner '{pruner_class.name}' implements grow_scores, which only connections granularity uses")
 

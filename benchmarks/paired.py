@@ -10,8 +10,11 @@ initialisation and the data order) and prints each seed's accuracies, the mean d
     python benchmarks/paired.py results/grid-a-global:contribution results/grid-a-layer:contribution
 
 More than one pair of selections pools them: each pair is one comparison (a cell of a grid, say),
-its runs are paired by seed within it, and the test is over every pair of runs of every comparison,
-for a question asked of several cells at once (is a variant below the method on average?)::
+its runs are paired by seed within it, for a question asked of several cells at once (is a variant
+below the method on average?). Runs with the same seed share the initialisation and the data order
+in every cell, so their differences are not independent: the pooled test first averages each
+seed's differences over the comparisons that have it, then tests those per-seed means over the
+seeds (5 seeds give 4 degrees of freedom, however many cells)::
 
     python benchmarks/paired.py results/grid-a-layer:contribution-window3 results/grid-a-layer:contribution \
         results/grid-d-layer:contribution-window3 results/grid-d-layer:contribution --metric val
@@ -74,11 +77,20 @@ def compare(a_selection: str, b_selection: str, metric: str) -> dict:
     }
 
 
-def summary(paired, a_mean: float, b_mean: float, what: str) -> str:
+def per_seed_means(comparisons: list[dict], side: str) -> dict[int, float]:
+    """Each seed's mean over the comparisons that pair it (``side``: "a" or "b")."""
+    values: dict[int, list[float]] = {}
+    for comparison in comparisons:
+        for seed, value in comparison[f"{side}_per_seed"].items():
+            values.setdefault(seed, []).append(value)
+    return {seed: sum(v) / len(v) for seed, v in sorted(values.items())}
+
+
+def summary(result: dict, what: str) -> str:
     """The one-line verdict: means, the paired difference with its interval, the t-test."""
-    interval = "" if math.isnan(paired.half_width) else f" ± {paired.half_width:.2f}"
-    p_text = "no test (fewer than 2 pairs)" if math.isnan(paired.p_value) else f"paired t-test p = {paired.p_value:.2g}"
-    return f"mean {a_mean:.2f} vs {b_mean:.2f}: Δ {paired.delta:+.2f}{interval} pp over {paired.pairs} {what}; {p_text}"
+    interval = "" if math.isnan(result["delta_ci95_pp"]) else f" ± {result['delta_ci95_pp']:.2f}"
+    p_text = "no test (fewer than 2 pairs)" if math.isnan(result["p_value"]) else f"paired t-test p = {result['p_value']:.2g}"
+    return f"mean {result['a_mean']:.2f} vs {result['b_mean']:.2f}: Δ {result['delta_pp']:+.2f}{interval} pp over {result['pairs']} {what}; {p_text}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # Pooled over every comparison: a pair of runs is keyed by (comparison, seed).
-    a_all = {(i, seed): value for i, c in enumerate(comparisons) for seed, value in c["a_per_seed"].items()}
-    b_all = {(i, seed): value for i, c in enumerate(comparisons) for seed, value in c["b_per_seed"].items()}
-    pooled = paired_difference(a_all, b_all)
-    a_mean, b_mean = mean_interval(list(a_all.values())).mean, mean_interval(list(b_all.values())).mean
-    result = {"metric": METRICS[args.metric], "comparisons": comparisons, "a_mean": a_mean, "b_mean": b_mean,
-              "delta_pp": pooled.delta, "delta_ci95_pp": pooled.half_width, "p_value": pooled.p_value, "pairs": pooled.pairs}
+    # Pooled: each seed's differences averaged over the comparisons, then tested over the seeds.
+    a_seeds, b_seeds = per_seed_means(comparisons, "a"), per_seed_means(comparisons, "b")
+    pooled = paired_difference(a_seeds, b_seeds)
+    result = {"metric": METRICS[args.metric], "comparisons": comparisons,
+              "a_mean": mean_interval(list(a_seeds.values())).mean, "b_mean": mean_interval(list(b_seeds.values())).mean,
+              "delta_pp": pooled.delta, "delta_ci95_pp": pooled.half_width, "p_value": pooled.p_value, "pairs": pooled.pairs,
+              "runs_paired": sum(c["pairs"] for c in comparisons)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -110,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'seed':>4}  {c['a']:>30}  {c['b']:>30}  {'a - b':>7}")
         for seed in c["seeds"]:
             print(f"{seed:>4}  {c['a_per_seed'][seed]:>30.2f}  {c['b_per_seed'][seed]:>30.2f}  {c['a_per_seed'][seed] - c['b_per_seed'][seed]:>+7.2f}")
-        print(summary(paired_difference(c["a_per_seed"], c["b_per_seed"]), c["a_mean"], c["b_mean"], "seeds"))
+        print(summary(c, "seeds"))
         if c["unpaired_seeds"]:
             print(f"seeds in only one selection, left out: {', '.join(map(str, c['unpaired_seeds']))}")
     if len(comparisons) > 1:
-        print(f"pooled over {len(comparisons)} comparisons: " + summary(pooled, a_mean, b_mean, "pairs of runs"))
+        print(f"pooled over {len(comparisons)} comparisons ({result['runs_paired']} pairs of runs), each seed's differences averaged: "
+              + summary(result, "seeds"))
     return 0
 
 

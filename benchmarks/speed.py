@@ -60,7 +60,8 @@ TEXTBOOK_EVAL_BATCH_SIZE = 1000
 """The test loader's batch size in the textbook loop (a common choice in tutorials)."""
 
 STEPS_BEFORE_EVENT = 20
-"""Training steps before each timed pruning event, so the pruner's statistics are real ones."""
+"""Observed training steps before each timed pruning event, so the pruner's statistics are real ones
+(see ``steps_before_event``; a pruner that observes nothing trains this many steps)."""
 
 DATA_SEED = 1234
 """Seed of the synthetic pixels: fixed, so every run of this script sees the same images."""

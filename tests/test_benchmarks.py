@@ -112,12 +112,13 @@ def test_paired_script_pairs_two_folders_by_seed_and_pools_several_comparisons(t
     assert comparison["seeds"] == [0, 1, 2] and comparison["unpaired_seeds"] == [3]  # seed 3 has no partner
     assert result["delta_pp"] == pytest.approx(expected.delta) and result["p_value"] == pytest.approx(expected.p_value)
     assert comparison["delta_pp"] == result["delta_pp"] and result["pairs"] == 3
-    # Two comparisons pool their pairs of runs: the test is over all five differences at once.
+    # Two comparisons pool by seed: runs with the same seed share initialisation and data order in
+    # both, so each seed's two differences are averaged and the test is over the three seeds.
     command += [f"{overall}:taylor", f"{layer}:contribution"]
     pooled = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout)
-    differences = [0.5, 0.2, 0.4, 50.0 - 88.0, 50.0 - 88.4, 50.0 - 87.9]
-    expected = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(6), 0.0))
-    assert len(pooled["comparisons"]) == 2 and pooled["pairs"] == 6
+    differences = {0: (0.5 + 50.0 - 88.0) / 2, 1: (0.2 + 50.0 - 88.4) / 2, 2: (0.4 + 50.0 - 87.9) / 2}
+    expected = paired_difference(differences, dict.fromkeys(differences, 0.0))
+    assert len(pooled["comparisons"]) == 2 and pooled["pairs"] == 3 and pooled["runs_paired"] == 6
     assert pooled["delta_pp"] == pytest.approx(expected.delta) and pooled["p_value"] == pytest.approx(expected.p_value)
     # A pruner that is not there, a folder that is not a results folder, or an odd number of
     # selections: one sentence, exit code 2.

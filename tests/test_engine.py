@@ -1,7 +1,6 @@
 """The training engine computes what a plain PyTorch loop computes, alone or interleaved with others."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -339,6 +338,20 @@ def test_the_weight_watch_sees_observe_change_the_weights_and_stays_quiet_otherw
     assert "observe() at 4 of 4 checked calls" in meddler.watch.describe()
 
 
+def test_the_weight_watch_checks_the_first_and_the_last_observed_step_of_a_window(splits):
+    class Window(registries().pruners.get("taylor")):
+        observe_window = 1 / 3  # steps 6-9 of 10: the epoch's first step observes nothing
+
+        def observe(self, step):
+            super().observe(step)
+            with torch.no_grad():
+                self.layers[0].weight.mul_(0.999)
+
+    meddler = engine_trainer(splits, None, 0, pruner_class=Window)
+    fit_together([meddler], *resident(splits))
+    assert meddler.watch.changed == {"observe": 2 * len(meddler.observed_epochs)}
+
+
 @pytest.mark.parametrize("pruner_name", ["magnitude", "contribution", "rigl", "obs"])
 def test_pruned_weights_stay_exactly_zero_through_every_step_without_masking_the_weights(splits, pruner_name):
     # The step masks gradients, not weights: Adam moves a weight whose gradient and moments are zero
@@ -525,7 +538,7 @@ class _StepIndexes(registries().pruners.get("magnitude")):
         self.steps.setdefault(self.trainer.epochs_done + 1, []).append(self.trainer._steps_done)
 
 
-@pytest.mark.parametrize("every, window, first", [(1, 1.0, 0), (3, 1.0, 0), (4, 1.0, 0), (1, 1 / 3, None), (2, 0.5, None)])
+@pytest.mark.parametrize("every, window, first", [(1, 1.0, 0), (3, 1.0, 0), (4, 1.0, 0), (1, 1 / 3, 6), (2, 0.5, 5), (1, 1, 0)])
 def test_a_pruner_observing_every_n_th_step_of_a_window_sees_the_steps_w_w_plus_n_of_each_observed_epoch(splits, every, window, first):
     class Sampler(_StepIndexes):
         observe_every = every
@@ -535,15 +548,16 @@ def test_a_pruner_observing_every_n_th_step_of_a_window_sees_the_steps_w_w_plus_
     trainer.pruner.trainer, trainer.pruner.steps = trainer, {}
     trainer.fit(*resident(splits))
     steps = trainer.steps_per_epoch(resident(splits)[0])
-    first = steps - math.ceil(window * steps) if first is None else first
-    assert 0 < first < steps or window == 1.0
+    assert steps == 10  # a third is the last 4 steps, a half the last 5
     assert set(trainer.pruner.steps) == set(trainer.observed_epochs) == {1, 2}  # the one event follows epoch 2
     assert all(indexes == list(range(first, steps, every)) for indexes in trainer.pruner.steps.values())
 
 
-@pytest.mark.parametrize("share, steps, first", [(1 / 3, 860, 573), (1 / 3, 861, 574), (1 / 3, 3, 2), (0.5, 7, 3), (1.0, 5, 0), (0.001, 10, 9)])
+@pytest.mark.parametrize("share, steps, first", [(1 / 3, 860, 573), (1 / 3, 861, 574), (1 / 3, 3, 2), (0.5, 7, 3), (1.0, 5, 0), (0.001, 10, 9),
+                                                   (0.07, 100, 93), (0.035, 200, 193)])
 def test_an_observation_window_is_the_epochs_last_steps_with_its_share_read_as_an_exact_fraction(share, steps, first):
-    # 1/3 of 861 steps is 287 exactly, although 861 * (1 / 3) rounds up to 287.00000000000006 in floats.
+    # 7% of 100 steps is 7 steps, although 0.07 * 100 is 7.000000000000001 in floats (whose ceiling
+    # would make it 8); likewise 3.5% of 200.
     assert window_start(share, steps) == first
 
 
@@ -557,11 +571,12 @@ def test_a_pruner_observing_some_steps_replays_two_graphs_and_trains_as_eager_st
     graphed = graph_trainer(ragged_splits, pruner, 4, False)
     calls = []
     observe = graphed.pruner.observe
-    graphed.pruner.observe = lambda step: calls.append((graphed.epochs_done + 1, graphed._steps_done)) or observe(step)
+    graphed.pruner.observe = lambda step: calls.append((graphed.epochs_done + 1, graphed._steps_done, graphed.graph is None)) or observe(step)
     fit_together([eager, graphed], *resident(ragged_splits))
     assert captured == [True, False, False] and graphed.engine == "cuda-graph"
     steps = graphed.steps_per_epoch(resident(ragged_splits)[0])  # 10 full batches and a partial one
-    assert calls == [(epoch, index) for epoch in (1, 2) for index in observed(steps)]
+    assert [call[:2] for call in calls] == [(epoch, index) for epoch in (1, 2) for index in observed(steps)]
+    assert calls[0][2]  # the first observation runs eagerly, before the capture, even when the window starts late
     for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
         assert torch.equal(a, b)
     assert [r.train_loss for r in eager.outcome.history] == [r.train_loss for r in graphed.outcome.history]

@@ -141,7 +141,7 @@ def test_every_builtin_keeps_the_pruner_contract(name):
 @pytest.mark.parametrize("attribute, value", [
     *(("observe_epochs", window) for window in (0, -1, 1.5, True, "1")),  # None is allowed: every epoch
     *(("observe_every", every) for every in (0, -2, 2.0, True, None)),
-    *(("observe_window", share) for share in (0, -0.5, 1.5, True, None, "0.5")),  # 1 and 1.0 are allowed: every step
+    *(("observe_window", share) for share in (0, 0.0004, -0.5, 1.5, True, None, "0.5")),  # 1, 1.0 and 1/1000 are allowed (test below)
 ])
 def test_a_pruner_asking_for_an_impossible_observation_window_or_stride_is_refused_at_registration(attribute, value):
     from bench_harness.pruner import Pruner, validate_pruner_class
@@ -149,3 +149,10 @@ def test_a_pruner_asking_for_an_impossible_observation_window_or_stride_is_refus
     Odd = type("Odd", (Pruner,), {"name": "odd-observation", attribute: value})
     with pytest.raises(TypeError, match=attribute):
         validate_pruner_class(Odd)
+
+
+@pytest.mark.parametrize("attribute, value", [("observe_window", 1), ("observe_window", 1.0), ("observe_window", 0.001), ("observe_every", 7), ("observe_epochs", None)])
+def test_a_pruner_asking_for_a_possible_observation_window_or_stride_is_registered(attribute, value):
+    from bench_harness.pruner import Pruner, validate_pruner_class
+
+    validate_pruner_class(type("Fine", (Pruner,), {"name": "fine-observation", attribute: value}))
