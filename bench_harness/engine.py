@@ -604,8 +604,8 @@ class StepGraph:
     re-capture; switching the observation on or off (``Trainer.observing``) does. A pruner that
     observes only some steps of an epoch (``Pruner.observe_every``, ``Pruner.observe_window``) gets
     two graphs of the step, with and without ``observe``, sharing the batch buffers, the cursor and
-    the gradients; each replay picks one. A graph holds raw pointers: this object and its trainer keep every tensor it touches
-    referenced for as long as it may be replayed.
+    the gradients; each replay picks one. A graph holds raw pointers: this object and its trainer
+    keep every tensor it touches referenced for as long as it may be replayed.
     """
 
     WARMUP_STEPS = 3

@@ -14,8 +14,8 @@ optional capabilities let a method do more than rank, still on equal terms with 
 
 Between events a pruner may watch the training steps through :meth:`Pruner.observe` (every step of
 the epochs whose statistics an event reads, or every N-th, or a window at each epoch's end: see
-``Pruner.observe_epochs``, ``Pruner.observe_every`` and ``Pruner.observe_window``). That method runs inside
-the training step, which on a GPU is captured and replayed as a CUDA graph, so it must be pure
+``Pruner.observe_epochs``, ``Pruner.observe_every`` and ``Pruner.observe_window``). That method runs
+inside the training step, which on a GPU is captured and replayed as a CUDA graph, so it must be pure
 tensor work on preallocated tensors: no ``.item()``, no Python branching on tensor values, no new
 tensors kept across steps, no reference to the step view's tensors kept past the call, and no
 change to a weight or a gradient (the optimizer steps with them). ``bench_harness.statistics``
@@ -234,9 +234,9 @@ class Pruner:
     observe_window: ClassVar[float] = 1.0
     """Observe only a contiguous window at the end of each observed epoch: its last
     ``ceil(observe_window x steps)`` steps (1.0: the whole epoch; at least 1/1000). The share is read
-    as the nearest fraction with a denominator up to 1000, so 1/3 is a third exactly. Consecutive observations keep
-    the statistics' totals warm in the CPU's caches, where a stride (``observe_every``) finds them
-    evicted by the steps in between."""
+    as the nearest fraction with a denominator up to 1000, so 1/3 is a third exactly. Consecutive
+    observations can find the statistics' totals still in the CPU's caches, where a stride
+    (``observe_every``) finds them evicted by the steps in between."""
     wants_dense_gradients: ClassVar[bool] = False
     """True to receive the unmasked weight gradients in ``StepView.dense_gradients`` (``observe`` then
     runs before the gradient masking, and sees every ``.grad`` unmasked)."""
