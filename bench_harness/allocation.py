@@ -75,13 +75,29 @@ def lamp_scores(scores: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
 
 
 def mark_lowest(values: torch.Tensor, candidates: torch.Tensor, count: int) -> torch.Tensor:
-    """Boolean mask of the ``count`` lowest-valued candidates (ties broken by position)."""
+    """Boolean mask of the ``count`` lowest-valued candidates (ties broken by position).
+
+    The same choice as taking the first ``count`` of a stable sort, found by selection instead: the
+    ``count``-th smallest value is the threshold, every candidate below it is marked, and of those
+    equal to it the first ones by position. On a CPU that is several times faster than the sort.
+    """
     marks = torch.zeros_like(candidates, dtype=torch.bool)
     if count <= 0:
         return marks
     positions = candidates.flatten().nonzero().flatten()
-    order = torch.sort(values.flatten()[positions], stable=True).indices[:count]
-    marks.view(-1)[positions[order]] = True
+    chosen = values.flatten()[positions]
+    if count >= chosen.numel():
+        marks.view(-1)[positions] = True
+        return marks
+    if bool(torch.isnan(chosen).any()):  # NaN has no place among the values: the sort's order, NaN last
+        order = torch.sort(chosen, stable=True).indices[:count]
+        marks.view(-1)[positions[order]] = True
+        return marks
+    threshold = torch.kthvalue(chosen, count).values
+    below = chosen < threshold
+    ties = (chosen == threshold).nonzero().flatten()[: count - int(below.sum())]
+    marks.view(-1)[positions[below]] = True
+    marks.view(-1)[positions[ties]] = True
     return marks
 
 

@@ -113,3 +113,32 @@ def test_already_pruned_elements_are_never_chosen_again(scope):
 def test_ties_break_by_position_so_the_same_scores_always_choose_the_same():
     marks = mark_lowest(torch.zeros(6), torch.ones(6, dtype=torch.bool), 3)
     assert marks.tolist() == [True, True, True, False, False, False]
+
+
+def _first_of_a_stable_sort(values, candidates, count):
+    """The reference mark_lowest must agree with: the first ``count`` of a stable sort of the candidates."""
+    marks = torch.zeros_like(candidates, dtype=torch.bool)
+    positions = candidates.flatten().nonzero().flatten()
+    marks.view(-1)[positions[torch.sort(values.flatten()[positions], stable=True).indices[:max(count, 0)]]] = True
+    return marks
+
+
+@pytest.mark.parametrize("kind", ["distinct", "few levels", "zeros and infinities", "signed zeros", "with NaN"])
+def test_the_lowest_are_chosen_as_the_first_of_a_stable_sort_would_be(kind):
+    generator = torch.Generator().manual_seed(7)
+    for trial in range(40):
+        size = int(torch.randint(1, 300, (1,), generator=generator))
+        values = torch.rand(size, generator=generator)
+        if kind == "few levels":  # many ties, which the threshold splits by position
+            values = torch.randint(0, 4, (size,), generator=generator).float()
+        elif kind == "zeros and infinities":
+            values = torch.tensor([0.0, math.inf, -math.inf, 1.0])[torch.randint(0, 4, (size,), generator=generator)]
+        elif kind == "signed zeros":
+            values = torch.tensor([0.0, -0.0, 2.0])[torch.randint(0, 3, (size,), generator=generator)]
+        elif kind == "with NaN":
+            values[torch.rand(size, generator=generator) < 0.2] = math.nan
+        candidates = torch.rand(size, generator=generator) < 0.7
+        for count in (0, 1, size // 3, int(candidates.sum()) - 1, int(candidates.sum()), size + 5):
+            expected = _first_of_a_stable_sort(values, candidates, count)
+            assert torch.equal(mark_lowest(values, candidates, count), expected), (kind, trial, count)
+            assert torch.equal(mark_lowest(values.view(-1, 1), candidates.view(-1, 1), count), expected.view(-1, 1))
