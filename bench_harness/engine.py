@@ -241,6 +241,9 @@ class Trainer:
         """The part of ``capture_seconds`` spent in the current epoch."""
         self._data: ResidentSplit | None = None
         self._observed_steps = range(0)
+        self._first_observed = 0
+        """The epoch's first step that observes (0 when none does): the weight watch checks it, and a
+        step graph is captured only after it has run eagerly."""
         self._order: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=device)
         self._steps_done = 0
@@ -328,6 +331,7 @@ class Trainer:
                 self.graph = None
             self.observing = observing
             self._observed_steps = self.pruner.observed_steps(self.steps_per_epoch(data))
+            self._first_observed = self._observed_steps[0] if observing and self._observed_steps else 0
             if self.graph is not None:
                 self.graph.load_epoch(self._order, self._draw)
 
@@ -347,13 +351,12 @@ class Trainer:
                     images = self.augmenter(images, self._draw.slice(start, stop))
                 # The weight watch checks (when eager) the epoch's first and last steps, and its first
                 # observed step, which a window at the epoch's end puts after the first.
-                first_observed = self._observed_steps[0] if self.observing and self._observed_steps else 0
-                watched = index in (0, first_observed, self.steps_per_epoch(data) - 1)
+                watched = index in (0, self._first_observed, self.steps_per_epoch(data) - 1)
                 self._loss_sum += self.step(images, data.labels[batch], observe, watched)
                 # Capture only once observe has run eagerly (watched, and its lazy set-up done outside
                 # a capture): with a window, the warm-up steps do not observe.
                 if (self.wants_graph and self.graph is None and index + 1 >= StepGraph.WARMUP_STEPS and index + 1 < full_batches
-                        and index >= first_observed):
+                        and index >= self._first_observed):
                     self._capture(data, index + 1)
             self._steps_done += 1
 
